@@ -1,0 +1,64 @@
+"""shmenv: many Atari games in parallel processes, observations in one shared-memory block."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gymnasium.vector import AutoresetMode
+
+from shmenv.compat import Worker
+from shmenv.errors import (
+    ClosedError,
+    SharedMemorySpaceError,
+    ShmenvError,
+    WorkerDiedError,
+    WorkerError,
+)
+from shmenv.games import GameOptions, UnknownGameError, known_games, resolve_game
+from shmenv.vector import ShmVectorEnv
+
+__version__ = "0.1.0"
+
+
+def make(
+    game: str = "Breakout",
+    num_envs: int = 8,
+    *,
+    seed: int | None = None,
+    num_workers: int | None = None,
+    copy: bool = False,
+    autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
+    **game_options: Any,
+) -> ShmVectorEnv:
+    """Create a :class:`ShmVectorEnv` running ``num_envs`` copies of ``game``.
+
+    Args:
+        game: any spelling of an ALE game: ``"Breakout"``, ``"ALE/Breakout-v5"``, ...
+        num_envs: number of games.
+        seed: env i is seeded with ``seed + i``; None seeds from fresh entropy.
+        num_workers: worker processes; default ``min(num_envs, os.cpu_count())``.
+        copy: return fresh obs arrays instead of views of the shared block.
+        autoreset_mode: ``SAME_STEP`` (default, the seed's behaviour) or ``NEXT_STEP``.
+        **game_options: see :class:`GameOptions` (``frame_skip``, ``maxpool``, ...), plus
+            ``context`` to choose the multiprocessing start method.
+    """
+    return ShmVectorEnv(game, num_envs, seed=seed, num_workers=num_workers, copy=copy,
+                        autoreset_mode=autoreset_mode, **game_options)
+
+
+__all__ = [
+    "AutoresetMode",
+    "ClosedError",
+    "GameOptions",
+    "SharedMemorySpaceError",
+    "ShmVectorEnv",
+    "ShmenvError",
+    "UnknownGameError",
+    "Worker",
+    "WorkerDiedError",
+    "WorkerError",
+    "__version__",
+    "known_games",
+    "make",
+    "resolve_game",
+]

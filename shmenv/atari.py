@@ -1,0 +1,187 @@
+"""One ALE emulator plus the seed's preprocessing, writing its frame stack into a given slot.
+
+This is the per-env hot path. :class:`AtariGame` never allocates per step: the gray frames,
+their 84x84 versions and the stack itself are preallocated, and the stack is a view the
+caller owns (in shmenv, a slot of the shared block).
+
+Seed semantics (DESIGN.md §1) for one agent step with the defaults:
+
+* repeat the action for 4 emulator frames, summing raw rewards;
+* on the last two frames, gray (ALE's own grayscale, bit-identical to OpenCV's
+  ``COLOR_RGB2GRAY``) and resize to 84x84 with ``INTER_AREA``, keeping both;
+* after each frame: a life lost since the last reset, a game over or the episode cap ends
+  the step at once (done);
+* not done: push the pixel-wise max of the two kept frames onto the stack (newest last).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from ale_py import ALEInterface, LoggerMode, roms
+
+from shmenv.games import GameOptions, resolve_game
+
+ALEInterface.setLoggerMode(LoggerMode.Error)
+
+
+def ale_seed_for(seed: int | None) -> int:
+    """The ALE ``random_seed`` gymnasium's ``AtariEnv.reset(seed=seed)`` would set.
+
+    gymnasium splits ``SeedSequence(seed)`` into a numpy seed and an ALE seed; matching it
+    makes env i with seed s emulate exactly like ``gym.make(...).reset(seed=s)``.
+    """
+    _np_seed, ale_seed = np.random.SeedSequence(seed).generate_state(n_words=2)
+    return int(np.int32(ale_seed))
+
+
+class AtariGame:
+    """One Atari game with the seed's preprocessing, writing into ``stack_out``.
+
+    Args:
+        game: any spelling of an ALE game name (see :func:`shmenv.games.resolve_game`).
+        seed: seeds ALE once, as gymnasium's ``reset(seed=...)`` does; never re-seeded.
+        options: emulation and preprocessing options; defaults are the seed design's.
+        stack_out: a C-contiguous ``(stack, size, size)`` uint8 array this game owns and
+            writes in place; a new one is allocated when omitted.
+    """
+
+    def __init__(
+        self,
+        game: str,
+        seed: int | None,
+        options: GameOptions | None = None,
+        stack_out: np.ndarray | None = None,
+    ) -> None:
+        self.options = opts = options or GameOptions()
+        self.rom = resolve_game(game)
+        shape = opts.obs_shape
+        if stack_out is None:
+            stack_out = np.zeros(shape, dtype=np.uint8)
+        if stack_out.shape != shape or stack_out.dtype != np.uint8:
+            raise ValueError(f"stack_out must be a {shape} uint8 array, got {stack_out.shape}"
+                             f" {stack_out.dtype}")
+        if not stack_out.flags.c_contiguous:
+            raise ValueError("stack_out must be C-contiguous")
+        self.stack = stack_out
+
+        self.ale = ale = ALEInterface()
+        ale.setFloat("repeat_action_probability", float(opts.repeat_action_probability))
+        ale.setInt("max_num_frames_per_episode", opts.max_episode_frames)
+        self._dsize = (opts.size, opts.size)
+        self._first_kept = max(opts.frame_skip - 2, 0)
+        self._small = np.zeros((2, opts.size, opts.size), dtype=np.uint8)
+        self._start_frame = np.zeros((opts.size, opts.size), dtype=np.uint8)
+        self._start_state = None
+        self.episode_return = 0.0
+        self.episode_length = 0
+        self._lives_at_reset = 0
+        self.reseed(seed)
+
+    def reseed(self, seed: int | None) -> None:
+        """Seed ALE and (re)load the ROM, as gymnasium's ``reset(seed=...)`` does (~190 ms),
+        then reset. Called once per env; later episodes start with :meth:`reset`."""
+        ale = self.ale
+        ale.setInt("random_seed", ale_seed_for(seed))
+        ale.loadROM(roms.get_rom_path(self.rom))
+        action_set = (ale.getLegalActionSet() if self.options.full_action_space
+                      else ale.getMinimalActionSet())
+        self.action_set = list(action_set)
+        height, width = ale.getScreenDims()
+        self._gray = np.zeros((2, height, width), dtype=np.uint8)
+        ale.reset_game()
+        if self.options.fast_reset:
+            self._start_state = ale.cloneState()
+        self._after_reset(self._preprocess_screen(self._start_frame))
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.action_set)
+
+    @property
+    def lives(self) -> int:
+        return self.ale.lives()
+
+    def _preprocess_screen(self, out: np.ndarray) -> np.ndarray:
+        """Gray the current screen and resize it into ``out``."""
+        self.ale.getScreenGrayscale(self._gray[0])
+        cv2.resize(self._gray[0], self._dsize, dst=out, interpolation=cv2.INTER_AREA)
+        return out
+
+    def _after_reset(self, first_frame: np.ndarray) -> None:
+        self.stack[:] = first_frame
+        self.episode_return = 0.0
+        self.episode_length = 0
+        self._lives_at_reset = self.ale.lives()
+
+    def reset(self) -> None:
+        """Start a new episode and fill every stack slot with its first frame."""
+        if self._start_state is not None:
+            # reset_game() always reaches the same state; restoring it is ~150x cheaper.
+            # The screen is not part of the state, so reuse the frame kept at the start.
+            self.ale.restoreState(self._start_state)
+            self._after_reset(self._start_frame)
+        else:
+            self.ale.reset_game()
+            self._after_reset(self._preprocess_screen(self._small[0]))
+
+    def step(self, action: int) -> tuple[float, bool, bool]:
+        """Play one agent step; returns ``(reward, terminated, truncated)``.
+
+        Not done: the pooled frame is pushed onto the stack. Done: the stack is left as it
+        was (the seed discards the frames of a lost life); call :meth:`reset` or
+        :meth:`write_final_stack` next.
+        """
+        ale = self.ale
+        opts = self.options
+        ale_action = self.action_set[action]
+        episodic_life = opts.episodic_life
+        lives_at_reset = self._lives_at_reset
+        first_kept = self._first_kept
+        reward = 0.0
+        done = False
+        for frame in range(opts.frame_skip):
+            reward += ale.act(ale_action)
+            if frame >= first_kept:
+                kept = frame - first_kept
+                ale.getScreenGrayscale(self._gray[kept])
+                if opts.maxpool == "seed":
+                    cv2.resize(self._gray[kept], self._dsize, dst=self._small[kept],
+                               interpolation=cv2.INTER_AREA)
+            if ale.game_over() or (episodic_life and ale.lives() < lives_at_reset):
+                done = True
+                break
+        self.episode_return += reward
+        self.episode_length += 1
+        if done:
+            terminated = ale.game_over(with_truncation=False) or (
+                episodic_life and ale.lives() < lives_at_reset
+            )
+            return reward, terminated, not terminated
+        self._push_pooled_frame()
+        return reward, False, False
+
+    def _push_pooled_frame(self) -> None:
+        stack = self.stack
+        stack[:-1] = stack[1:]
+        newest = stack[-1]
+        if self._first_kept == self.options.frame_skip - 1:  # frame_skip 1: one kept frame
+            if self.options.maxpool == "seed":
+                newest[:] = self._small[0]
+            else:
+                cv2.resize(self._gray[0], self._dsize, dst=newest, interpolation=cv2.INTER_AREA)
+        elif self.options.maxpool == "seed":
+            np.maximum(self._small[0], self._small[1], out=newest)
+        else:
+            np.maximum(self._gray[0], self._gray[1], out=self._gray[0])
+            cv2.resize(self._gray[0], self._dsize, dst=newest, interpolation=cv2.INTER_AREA)
+
+    def write_final_stack(self, out: np.ndarray) -> None:
+        """Write the stack the ended episode would show next: the current stack shifted,
+        with the current screen (gray, resized) as the newest frame.
+
+        The seed never shows this stack; gymnasium users get it as ``final_obs`` for
+        bootstrapping truncated episodes.
+        """
+        out[:-1] = self.stack[1:]
+        self._preprocess_screen(out[-1])

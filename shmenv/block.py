@@ -1,0 +1,152 @@
+"""The shared block: one ``multiprocessing.shared_memory`` segment holding every env's stack.
+
+Layout (all offsets multiples of 64 bytes)::
+
+    obs        (num_envs, stack, size, size) uint8   the stacks the envs write each step
+    final_obs  (num_envs, stack, size, size) uint8   the last stack of an episode that just
+                                                     ended (SAME_STEP autoreset's final_obs)
+
+Each env's slot is contiguous (28,224 bytes for (4, 84, 84), itself a multiple of 64, so
+slots never share a cache line) and ``obs`` is one ``(num_envs, 4, 84, 84)`` array view.
+
+Lifetime: the parent creates the segment, reserves its pages up front (so a full /dev/shm
+is a clear error now, never a SIGBUS later) and unlinks the name as soon as every worker
+has attached. From then on the memory lives exactly as long as the processes mapping it:
+no name is left behind whichever process dies and however it dies.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from shmenv.errors import SharedMemorySpaceError
+
+NAME_PREFIX = "shmenv_"
+SHM_DIR = "/dev/shm"
+_ALIGN = 64
+
+
+def _align(offset: int) -> int:
+    return (offset + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """Where each array lives in the block."""
+
+    num_envs: int
+    obs_shape: tuple[int, int, int]
+
+    @property
+    def slot_bytes(self) -> int:
+        return int(np.prod(self.obs_shape))
+
+    @property
+    def obs_offset(self) -> int:
+        return 0
+
+    @property
+    def final_obs_offset(self) -> int:
+        return _align(self.num_envs * self.slot_bytes)
+
+    @property
+    def nbytes(self) -> int:
+        return _align(self.final_obs_offset + self.num_envs * self.slot_bytes)
+
+
+def shm_free_bytes(path: str = SHM_DIR) -> int | None:
+    """Bytes free for an unprivileged writer on the shared-memory filesystem, if known."""
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
+def _space_error(needed: int, free: int | None) -> SharedMemorySpaceError:
+    free_text = "unknown" if free is None else f"{free:,} bytes ({free / 2**20:.1f} MiB)"
+    return SharedMemorySpaceError(
+        errno.ENOSPC,
+        f"shmenv needs {needed:,} bytes ({needed / 2**20:.1f} MiB) of shared memory in "
+        f"{SHM_DIR} but only {free_text} is free. Use fewer envs, free space in {SHM_DIR}, "
+        "or give the container more (Docker: --shm-size=1g; Kubernetes: an emptyDir "
+        "volume with medium: Memory mounted at /dev/shm).",
+    )
+
+
+class SharedBlock:
+    """A shared-memory segment with typed views; see the module docstring for its layout."""
+
+    def __init__(self, shm: shared_memory.SharedMemory, layout: BlockLayout, owner: bool):
+        self._shm = shm
+        self.layout = layout
+        self.name = shm.name
+        self.owner = owner
+        self._unlinked = False
+        self._closed = False
+        shape = (layout.num_envs, *layout.obs_shape)
+        self.obs = np.ndarray(shape, np.uint8, shm.buf, layout.obs_offset)
+        self.final_obs = np.ndarray(shape, np.uint8, shm.buf, layout.final_obs_offset)
+
+    @classmethod
+    def create(cls, layout: BlockLayout, free_bytes: int | None = None) -> SharedBlock:
+        """Create and reserve a block; raises :class:`SharedMemorySpaceError` if it cannot fit.
+
+        ``free_bytes`` overrides the reading of the free space (for tests).
+        """
+        needed = layout.nbytes
+        free = shm_free_bytes() if free_bytes is None else free_bytes
+        if free is not None and free < needed:
+            raise _space_error(needed, free)
+        name = f"{NAME_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+        shm = shared_memory.SharedMemory(name=name, create=True, size=needed)
+        try:
+            # tmpfs allocates pages lazily; a write to a page it cannot back is a SIGBUS.
+            # Reserving every page now turns that into ENOSPC here.
+            os.posix_fallocate(shm._fd, 0, needed)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV):
+                shm.close()
+                shm.unlink()
+                if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+                    raise _space_error(needed, shm_free_bytes()) from exc
+                raise
+        return cls(shm, layout, owner=True)
+
+    @classmethod
+    def attach(cls, name: str, layout: BlockLayout) -> SharedBlock:
+        """Map an existing block by name (in a worker)."""
+        try:  # Python >= 3.13: the owner alone tells the resource tracker about the block.
+            shm = shared_memory.SharedMemory(name=name, track=False)
+        except TypeError:
+            shm = shared_memory.SharedMemory(name=name)
+        return cls(shm, layout, owner=False)
+
+    def unlink(self) -> None:
+        """Remove the block's name (owner only, at most once). Mappings stay valid."""
+        if self.owner and not self._unlinked:
+            self._unlinked = True
+            self._shm.unlink()
+
+    def close(self) -> None:
+        """Unlink (if owner) and release this process's mapping.
+
+        Arrays a caller still holds keep the mapping alive until they are dropped; the
+        memory is freed when the last one goes.
+        """
+        self.unlink()
+        if self._closed:
+            return
+        self._closed = True
+        self.obs = self.final_obs = None  # type: ignore[assignment]
+        try:
+            self._shm.close()
+        except BufferError:
+            # A caller still holds a view (copy=False obs); the mapping dies with it.
+            pass

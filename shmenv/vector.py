@@ -1,0 +1,422 @@
+"""ShmVectorEnv: a gymnasium VectorEnv whose observations never leave shared memory.
+
+The main process's whole job per step: validate the actions, send each worker one small
+message, read one small reply from each, and turn the replies into numpy arrays. Per-env
+work in the main process is numpy over the batch, never a Python loop.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import weakref
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from shmenv.block import BlockLayout, SharedBlock
+from shmenv.errors import ClosedError, WorkerDiedError, WorkerError
+from shmenv.games import GameOptions, resolve_game
+from shmenv.worker import (
+    OP_CLOSE,
+    OP_RESEED,
+    OP_RESET,
+    OP_STEP,
+    REPLY_DTYPE,
+    WorkerSpec,
+    parse_error_payload,
+    run_worker,
+)
+
+STARTUP_TIMEOUT_S = 120.0
+_SHUTDOWN_TIMEOUT_S = 2.0
+
+
+def _env_seeds(seed: int | Sequence[int] | None, num_envs: int) -> list[int | None]:
+    if seed is None:
+        return [None] * num_envs
+    if isinstance(seed, (int, np.integer)):
+        return [int(seed) + i for i in range(num_envs)]
+    seeds = [int(s) for s in seed]
+    if len(seeds) != num_envs:
+        raise ValueError(f"got {len(seeds)} seeds for {num_envs} envs")
+    return seeds
+
+
+def _split(num_envs: int, num_workers: int) -> list[tuple[int, int]]:
+    """Contiguous env ranges, sizes differing by at most one."""
+    base, extra = divmod(num_envs, num_workers)
+    ranges, start = [], 0
+    for w in range(num_workers):
+        stop = start + base + (1 if w < extra else 0)
+        ranges.append((start, stop))
+        start = stop
+    return ranges
+
+
+def _exit_text(process: multiprocessing.process.BaseProcess) -> str:
+    process.join(timeout=1.0)
+    code = process.exitcode
+    if code is None:
+        return "is unresponsive"
+    if code < 0:
+        import signal
+
+        try:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class ShmVectorEnv(VectorEnv):
+    """Many Atari games in worker processes, observations in one shared-memory block.
+
+    Use :func:`shmenv.make` to build one. ``reset``/``step`` follow gymnasium's VectorEnv
+    API. With ``copy=False`` (the default) the returned ``obs`` is a view of the shared
+    block: it is valid until the next ``step``/``reset`` call, which overwrites it in
+    place. Copy it (or pass ``copy=True``) to keep it longer. Rewards, flags and infos are
+    always fresh arrays.
+
+    Infos: ``"lives"`` every step; when an episode ends, ``"episode"`` with ``"r"``,
+    ``"l"``, ``"t"`` and the ``"_episode"`` mask, exactly as gymnasium's
+    ``RecordEpisodeStatistics`` reports them; under ``SAME_STEP`` autoreset also
+    ``"final_obs"`` (an object array holding the ended episode's last stack for each env
+    that finished, None elsewhere) and ``"_final_obs"``.
+    """
+
+    def __init__(
+        self,
+        game: str = "Breakout",
+        num_envs: int = 8,
+        *,
+        seed: int | Sequence[int] | None = None,
+        num_workers: int | None = None,
+        copy: bool = False,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
+        context: str | None = None,
+        **game_options: Any,
+    ) -> None:
+        self._closed_reason: str | None = "it was never fully started"
+        self._processes: list[multiprocessing.process.BaseProcess] = []
+        self._conns: list[Connection] = []
+        self._block: SharedBlock | None = None
+
+        options = GameOptions.from_kwargs(game_options)
+        rom = resolve_game(game)
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        num_envs = int(num_envs)
+        cores = multiprocessing.cpu_count()
+        if num_workers is None:
+            num_workers = min(num_envs, cores)
+        if not isinstance(num_workers, (int, np.integer)) or not 1 <= num_workers <= num_envs:
+            raise ValueError(f"num_workers must be an int in [1, num_envs={num_envs}], "
+                             f"got {num_workers!r}")
+        autoreset_mode = AutoresetMode(autoreset_mode)
+        if autoreset_mode == AutoresetMode.DISABLED:
+            raise ValueError("autoreset_mode DISABLED is not supported; use SAME_STEP "
+                             "(the seed's behaviour) or NEXT_STEP")
+
+        self.game = rom
+        self.options = options
+        self.num_envs = num_envs
+        self.num_workers = int(num_workers)
+        self.copy = copy
+        self.metadata = {"autoreset_mode": autoreset_mode}
+        self._same_step = autoreset_mode == AutoresetMode.SAME_STEP
+        self._seeds = _env_seeds(seed, num_envs)
+        self._env_ranges = _split(num_envs, self.num_workers)
+
+        self._block = SharedBlock.create(BlockLayout(num_envs, options.obs_shape))
+        self._finalizer = weakref.finalize(self, _shutdown, self._conns, self._processes,
+                                           self._block)
+        try:
+            num_actions = self._start_workers(context)
+        except BaseException:
+            self._finalizer()
+            raise
+        # Every worker has mapped the block: drop its name so that nothing can leak.
+        self._block.unlink()
+
+        self.single_observation_space = spaces.Box(0, 255, options.obs_shape, np.uint8)
+        self.single_action_space = spaces.Discrete(num_actions)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._num_actions = num_actions
+        self._init_buffers()
+        self._closed_reason = None
+
+    # ----------------------------------------------------------------- start-up
+    def _start_workers(self, context: str | None) -> int:
+        ctx = multiprocessing.get_context(context)
+        forked = ctx.get_start_method() == "fork"
+        for index, (start, stop) in enumerate(self._env_ranges):
+            spec = WorkerSpec(
+                index=index, block_name=self._block.name, layout=self._block.layout,
+                env_start=start, env_stop=stop, game=self.game,
+                seeds=tuple(self._seeds[start:stop]), options=self.options,
+                same_step_autoreset=self._same_step, write_final_obs=self._same_step,
+            )
+            parent_end, child_end = ctx.Pipe()
+            inherited = tuple(c.fileno() for c in self._conns) + (parent_end.fileno(),)
+            process = ctx.Process(
+                target=run_worker, args=(child_end, spec, inherited if forked else ()),
+                name=f"shmenv-worker-{index}", daemon=True,
+            )
+            process.start()
+            child_end.close()
+            self._processes.append(process)
+            self._conns.append(parent_end)
+
+        num_actions = None
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        for index, (conn, process) in enumerate(zip(self._conns, self._processes)):
+            if not conn.poll(max(deadline - time.monotonic(), 0)):
+                raise WorkerDiedError(f"worker {index} did not start within "
+                                      f"{STARTUP_TIMEOUT_S:.0f} s")
+            try:
+                kind, payload = conn.recv()
+            except (EOFError, OSError):
+                raise WorkerDiedError(self._describe_worker(index) + " "
+                                      + _exit_text(process) + " while starting") from None
+            if kind == "error":
+                type_name, message, trace = payload
+                raise WorkerError(f"{self._describe_worker(index)} failed to start: "
+                                  f"{type_name}: {message}\n\nWorker traceback:\n{trace}")
+            num_actions = payload
+        return num_actions
+
+    def _init_buffers(self) -> None:
+        """Everything the hot path reuses, allocated once."""
+        num_envs, num_workers = self.num_envs, self.num_workers
+        # One int32 command buffer; worker w's message is [opcode, its actions...].
+        self._commands = np.zeros(num_envs + num_workers, dtype=np.int32)
+        self._opcode_slots = np.array([start + w for w, (start, _) in
+                                       enumerate(self._env_ranges)])
+        self._action_slots = np.concatenate(
+            [np.arange(start, stop) + w + 1 for w, (start, stop) in enumerate(self._env_ranges)]
+        )
+        commands_bytes = memoryview(self._commands).cast("B")
+        self._command_views = [
+            commands_bytes[4 * (start + w): 4 * (stop + w + 1)]
+            for w, (start, stop) in enumerate(self._env_ranges)
+        ]
+        # Replies land straight in one record array, worker by worker.
+        self._replies = np.zeros(num_envs, dtype=REPLY_DTYPE)
+        replies_bytes = memoryview(self._replies).cast("B")
+        size = REPLY_DTYPE.itemsize
+        self._reply_views = [replies_bytes[size * start: size * stop]
+                             for start, stop in self._env_ranges]
+        self._pending: list[int] = []
+        self._episode_start = np.full(num_envs, time.perf_counter())
+        self._prev_dones = np.zeros(num_envs, dtype=bool)
+
+    def _describe_worker(self, index: int) -> str:
+        start, stop = self._env_ranges[index]
+        envs = f"env {start}" if stop - start == 1 else f"envs {start}-{stop - 1}"
+        pid = self._processes[index].pid if index < len(self._processes) else None
+        return f"shmenv worker {index} (pid {pid}, {envs})"
+
+    # ----------------------------------------------------------------- hot path
+    def _check_open(self) -> None:
+        if self._closed_reason is not None:
+            raise ClosedError(f"this ShmVectorEnv is closed ({self._closed_reason}); "
+                              "create a new one with shmenv.make(...)")
+
+    def _send(self, opcode: int) -> None:
+        self._commands[self._opcode_slots] = opcode
+        for conn, view in zip(self._conns, self._command_views):
+            conn.send_bytes(view)
+        self._pending = list(range(self.num_workers))
+
+    def _gather(self) -> None:
+        """Read every worker's reply into ``self._replies``, in worker order.
+
+        Blocking reads sleep in the kernel; a dead worker is seen at once as EOF, because
+        only that worker holds the other end of its pipe.
+        """
+        while self._pending:
+            index = self._pending[0]
+            view = self._reply_views[index]
+            try:
+                nbytes = self._conns[index].recv_bytes_into(view)
+            except multiprocessing.BufferTooShort as exc:
+                error_reply = exc.args[0]
+            except (EOFError, OSError):
+                self._pending.clear()
+                self._fail(WorkerDiedError(
+                    f"{self._describe_worker(index)} {_exit_text(self._processes[index])}. "
+                    "All workers were stopped and this env is closed; create a new one."
+                ))
+            else:
+                error_reply = None if nbytes == len(view) else bytes(view[:nbytes])
+            self._pending.pop(0)
+            if error_reply is not None:
+                self._raise_worker_error(index, error_reply)
+
+    def _raise_worker_error(self, index: int, payload: bytes) -> None:
+        parsed = parse_error_payload(payload)
+        if parsed is None:
+            self._fail(WorkerError(f"{self._describe_worker(index)} sent a malformed reply"))
+        type_name, message, trace = parsed
+        self._fail(WorkerError(f"{self._describe_worker(index)} raised {type_name}: "
+                               f"{message}\n\nWorker traceback:\n{trace}"))
+
+    def _fail(self, error: Exception) -> None:
+        self._shutdown(f"a worker failed: {error}".splitlines()[0])
+        raise error
+
+    def _drain(self) -> None:
+        """Collect replies still owed from a call that was interrupted (e.g. Ctrl-C)."""
+        if self._pending:
+            self._gather()
+
+    def _validate_actions(self, actions: Any) -> np.ndarray:
+        array = np.asarray(actions)
+        if array.shape != (self.num_envs,):
+            raise ValueError(f"actions must have shape ({self.num_envs},), one per env, "
+                             f"got shape {array.shape}")
+        if array.dtype.kind not in "iu":
+            bad = _first_non_integer(array)
+            raise TypeError(f"actions must be integers, got dtype {array.dtype}"
+                            + (f" (env {bad[0]} has {bad[1]!r})" if bad else ""))
+        if array.size and (array.min() < 0 or array.max() >= self._num_actions):
+            index = int(np.flatnonzero((array < 0) | (array >= self._num_actions))[0])
+            raise ValueError(f"action {array[index]!r} for env {index} is out of range: "
+                             f"{self.game} has actions 0..{self._num_actions - 1}")
+        return array
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                          dict[str, Any]]:
+        """Step every env once. See the class docstring for what ``obs`` is."""
+        self._check_open()
+        actions = self._validate_actions(actions)
+        self._drain()
+        self._commands[self._action_slots] = actions
+        self._send(OP_STEP)
+        self._gather()
+        return self._results()
+
+    def _results(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                dict[str, Any]]:
+        replies = self._replies
+        rewards = replies["reward"].copy()
+        terminations = replies["terminated"].astype(bool)
+        truncations = replies["truncated"].astype(bool)
+        infos: dict[str, Any] = {"lives": replies["lives"].copy(),
+                                 "_lives": np.ones(self.num_envs, dtype=bool)}
+        now = time.perf_counter()
+        if not self._same_step and self._prev_dones.any():
+            self._episode_start[self._prev_dones] = now  # NEXT_STEP: this step was a reset
+        dones = terminations | truncations
+        if dones.any():
+            elapsed = np.round(now - self._episode_start, 6)
+            infos["episode"] = {
+                "r": np.where(dones, replies["episode_return"], 0.0),
+                "l": np.where(dones, replies["episode_length"], 0),
+                "t": np.where(dones, elapsed, 0.0),
+            }
+            infos["_episode"] = dones
+            if self._same_step:
+                self._episode_start[dones] = now
+                final_obs = np.full(self.num_envs, None, dtype=object)
+                for env in np.flatnonzero(dones):
+                    final_obs[env] = self._block.final_obs[env].copy()
+                infos["final_obs"] = final_obs
+                infos["_final_obs"] = dones.copy()
+        self._prev_dones = dones
+        obs = self._block.obs.copy() if self.copy else self._block.obs
+        return obs, rewards, terminations, truncations, infos
+
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start a new episode in every env.
+
+        ``seed=s`` reseeds env i with ``s + i`` (a sequence gives each env its own seed);
+        reseeding reloads the ROM (~0.2 s per env), so do it once, not every episode.
+        """
+        self._check_open()
+        if options:
+            raise ValueError(f"ShmVectorEnv.reset takes no options, got {sorted(options)}")
+        seeds = None if seed is None else _env_seeds(seed, self.num_envs)
+        self._drain()
+        if seeds is None:
+            self._send(OP_RESET)
+        else:
+            self._send(OP_RESEED)
+            for conn, (start, stop) in zip(self._conns, self._env_ranges):
+                conn.send(seeds[start:stop])
+            self._seeds = seeds
+        self._gather()
+        self._episode_start[:] = time.perf_counter()
+        self._prev_dones[:] = False
+        obs = self._block.obs.copy() if self.copy else self._block.obs
+        return obs, {"lives": self._replies["lives"].copy(),
+                     "_lives": np.ones(self.num_envs, dtype=bool)}
+
+    # ----------------------------------------------------------------- shutdown
+    def _shutdown(self, reason: str) -> None:
+        if self._closed_reason is None:
+            self._closed_reason = reason
+        self.closed = True
+        self._finalizer()
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self._shutdown("close() was called")
+
+    def close(self, **kwargs: Any) -> None:
+        """Stop the workers and release the shared block. Safe to call more than once."""
+        if getattr(self, "_finalizer", None) is None:
+            return
+        self._shutdown("close() was called")
+
+    def __enter__(self) -> ShmVectorEnv:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"ShmVectorEnv({self.game!r}, num_envs={self.num_envs}, "
+                f"num_workers={self.num_workers})")
+
+
+def _first_non_integer(array: np.ndarray) -> tuple[int, Any] | None:
+    """The first entry that is not a whole number, for error messages."""
+    for index, value in enumerate(array.reshape(-1).tolist()):
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
+            return index, value
+    return None
+
+
+def _shutdown(conns: list[Connection], processes: list, block: SharedBlock) -> None:
+    """Stop workers and release the block. A module-level function so that
+    ``weakref.finalize`` can run it at garbage collection and interpreter exit."""
+    close_message = np.array([OP_CLOSE], dtype=np.int32).tobytes()
+    for conn in conns:
+        try:
+            conn.send_bytes(close_message)
+        except (OSError, ValueError):
+            pass
+    deadline = time.monotonic() + _SHUTDOWN_TIMEOUT_S
+    for process in processes:
+        process.join(timeout=max(deadline - time.monotonic(), 0.05))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=1.0)
+    for conn in conns:
+        conn.close()
+    block.close()
