@@ -40,7 +40,8 @@ def make(
         copy: return fresh obs arrays instead of views of the shared block.
         autoreset_mode: ``SAME_STEP`` (default, the seed's behaviour) or ``NEXT_STEP``.
         **game_options: see :class:`GameOptions` (``frame_skip``, ``maxpool``, ...), plus
-            ``context`` to choose the multiprocessing start method.
+            ``context`` (multiprocessing start method) and ``game_factory`` as accepted by
+            :class:`ShmVectorEnv`.
     """
     return ShmVectorEnv(game, num_envs, seed=seed, num_workers=num_workers, copy=copy,
                         autoreset_mode=autoreset_mode, **game_options)

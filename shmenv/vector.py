@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -88,6 +88,12 @@ class ShmVectorEnv(VectorEnv):
     ``RecordEpisodeStatistics`` reports them; under ``SAME_STEP`` autoreset also
     ``"final_obs"`` (an object array holding the ended episode's last stack for each env
     that finished, None elsewhere) and ``"_final_obs"``.
+
+    Advanced: ``context`` picks the multiprocessing start method ("fork", "spawn",
+    "forkserver"; default: the platform's). ``game_factory(game, seed, options, stack_out)``
+    replaces :class:`shmenv.atari.AtariGame` in the workers (it must be picklable and offer
+    the same ``step``/``reset``/``reseed``/``write_final_stack`` interface); benchmarks use
+    it to run a zero-cost game.
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class ShmVectorEnv(VectorEnv):
         copy: bool = False,
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         context: str | None = None,
+        game_factory: Callable[..., Any] | None = None,
         **game_options: Any,
     ) -> None:
         self._closed_reason: str | None = "it was never fully started"
@@ -131,6 +138,7 @@ class ShmVectorEnv(VectorEnv):
         self.metadata = {"autoreset_mode": autoreset_mode}
         self._same_step = autoreset_mode == AutoresetMode.SAME_STEP
         self._seeds = _env_seeds(seed, num_envs)
+        self._game_factory = game_factory
         self._env_ranges = _split(num_envs, self.num_workers)
 
         self._block = SharedBlock.create(BlockLayout(num_envs, options.obs_shape))
@@ -162,6 +170,7 @@ class ShmVectorEnv(VectorEnv):
                 env_start=start, env_stop=stop, game=self.game,
                 seeds=tuple(self._seeds[start:stop]), options=self.options,
                 same_step_autoreset=self._same_step, write_final_obs=self._same_step,
+                game_factory=self._game_factory,
             )
             parent_end, child_end = ctx.Pipe()
             inherited = tuple(c.fileno() for c in self._conns) + (parent_end.fileno(),)

@@ -20,8 +20,10 @@ import pickle
 import signal
 import struct
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +62,7 @@ class WorkerSpec:
     options: GameOptions
     same_step_autoreset: bool
     write_final_obs: bool
+    game_factory: Callable[..., Any] | None = None
 
 
 def error_payload(exc: BaseException, reply_nbytes: int) -> bytes:
@@ -96,9 +99,10 @@ def run_worker(conn: Connection, spec: WorkerSpec, fds_to_close: tuple[int, ...]
     try:
         from shmenv.atari import AtariGame
 
+        make_game = spec.game_factory or AtariGame
         block = SharedBlock.attach(spec.block_name, spec.layout)
         games = [
-            AtariGame(spec.game, seed, spec.options, block.obs[env])
+            make_game(spec.game, seed, spec.options, block.obs[env])
             for env, seed in zip(range(spec.env_start, spec.env_stop), spec.seeds)
         ]
     except BaseException as exc:  # report startup failures instead of dying silently
