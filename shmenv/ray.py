@@ -16,6 +16,7 @@ seed and ``num_envs`` produce the same trajectories.
 from __future__ import annotations
 
 import os
+import re
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -503,12 +504,16 @@ def make(
 
 
 # --------------------------------------------------------------------- module helpers
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _ray_reason(exc: BaseException) -> str:
     """A one-paragraph reason from a Ray exception, without Ray's traceback."""
     cause = getattr(exc, "cause", None)
     if isinstance(exc, ray.exceptions.RayTaskError) and cause is not None:
         return f"{type(cause).__name__}: {cause}"
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = _ANSI_ESCAPE.sub("", str(exc))  # Ray colours some names for terminals
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " ".join(lines[:3]) if lines else type(exc).__name__
 
 
