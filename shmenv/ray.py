@@ -140,6 +140,11 @@ class RayVectorEnv(VectorEnv):
 
     If an actor or its node is lost, or its ShmVectorEnv fails, every actor is released
     and a :class:`ActorLostError` / :class:`ActorError` names the actor and its envs.
+
+    ``context`` is the start method of the workers inside each actor: "spawn" by default,
+    because a Ray worker process is multi-threaded (gRPC) and forking it can hang.
+    ``address`` is used only if Ray is not initialised yet (``ray.init(address=address)``);
+    a Ray session started that way stays up after ``close()``. See docs/distributed.md.
     """
 
     def __init__(
