@@ -296,8 +296,9 @@ class RayVectorEnv(VectorEnv):
         cause = getattr(exc, "cause", None)
         if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, ShmenvError):
             kind = ActorLostError if isinstance(cause, WorkerDiedError) else ActorError
-            error: ShmenvError = kind(f"{info.describe()} failed: {type(cause).__name__}: "
-                                      f"{cause}")
+            error: ShmenvError = kind(
+                f"{info.describe()} failed: its ShmVectorEnv (envs numbered from 0 within "
+                f"the actor) raised {type(cause).__name__}: {str(cause).rstrip('.')}")
         elif isinstance(exc, ray.exceptions.RayTaskError):
             error = ActorError(f"{info.describe()} raised {_ray_reason(exc)}")
         else:
@@ -305,8 +306,8 @@ class RayVectorEnv(VectorEnv):
                 f"{info.describe()} was lost ({type(exc).__name__}: {_ray_reason(exc)})"
             )
         self._shutdown(f"{info.describe()} failed")
-        error.args = (error.args[0] + ". Every actor was released and this env is closed; "
-                      "create a new one.",)
+        error.args = (error.args[0].rstrip(".") + ". Every actor was released and this env "
+                      "is closed; create a new one.",)
         raise error from None
 
     def _actors_for(self, env_ids: np.ndarray) -> list[int]:
