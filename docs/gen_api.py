@@ -53,6 +53,10 @@ SECTIONS: list[tuple[str, list[tuple[str, str, tuple[str, ...]]]]] = [
     ]),
 ]
 
+# Sections that open with their module's docstring (it explains what the entries share).
+SECTION_MODULES = {"Stable-Baselines3 (`pip install \"shmenv[sb3]\"`)": "shmenv.sb3",
+                   "Command-line tools as functions": None}
+
 HEADER = """# API reference
 
 Generated from the docstrings by `docs/gen_api.py`; `tests/test_docs.py` fails if this
@@ -117,6 +121,8 @@ def _markdown(doc: str) -> str:
     """Docstring (reST-flavoured) -> Markdown: roles become code, ``Args:``-style sections
     become bullet lists, doctest lines become a code block."""
     doc = _ROLE.sub(r"``\1``", doc)
+    doc = re.sub(r"(?<=\S)::$", ":", doc, flags=re.M)  # reST "text::" before a code block
+    doc = re.sub(r"^::\n\n", "", doc, flags=re.M)  # a bare "::" line: the block stays indented
     out: list[str] = []
     in_section = in_doctest = False
     for line in doc.splitlines():
@@ -163,6 +169,9 @@ def render() -> str:
     for title, entries in SECTIONS:
         toc.append(f"- [{title}](#{_anchor(title)})")
         body.append(f"## {title}\n")
+        intro_module = SECTION_MODULES.get(title)
+        if intro_module:
+            body.append(_doc(importlib.import_module(intro_module)) + "\n")
         for module_name, name, members in entries:
             obj = getattr(importlib.import_module(module_name), name)
             qualname = f"{module_name}.{name}"
