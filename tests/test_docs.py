@@ -41,9 +41,8 @@ SNIPPETS = [block for page in RUNNABLE_PAGES for block in python_blocks(page)]
                          ids=[where for where, _ in SNIPPETS])
 def test_doc_snippet_runs(code, no_leaked_segments):  # noqa: F811
     for module, package in _NEEDS.items():
-        if re.search(rf"^\s*(from|import) {module}\b", code, re.M) and \
-                importlib.util.find_spec(module) is None:
-            pytest.skip(f"snippet needs {package}, which is not installed")
+        if re.search(rf"^\s*(from|import) {module}\b", code, re.M):
+            pytest.importorskip(module, reason=f"snippet needs {package}, not installed")
     if "torch" in code or "stable_baselines3" in code:
         import torch
 
