@@ -16,7 +16,6 @@ from shmenv.record import GAP, picture_size, play, stack_picture
 
 Image = pytest.importorskip("PIL.Image", reason="shmenv record needs Pillow")
 ROOT = Path(__file__).resolve().parents[1]
-from own_segments import no_leaked_segments  # noqa: E402,F401  (only our own segments)
 
 pytestmark = pytest.mark.usefixtures("no_leaked_segments")
 

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-from own_segments import no_leaked_segments  # noqa: F401  (only our own segments)
 
 import shmenv
 

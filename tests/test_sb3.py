@@ -10,7 +10,6 @@ torch = pytest.importorskip("torch",
 pytest.importorskip("stable_baselines3",
                     reason="the SB3 adapter needs stable-baselines3 (pip install '.[sb3]')")
 
-from own_segments import no_leaked_segments  # noqa: E402,F401  (only our own segments)
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.monitor import Monitor  # noqa: E402
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor  # noqa: E402
