@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import weakref
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
@@ -91,8 +92,17 @@ class SharedBlock:
         self._unlinked = False
         self._closed = False
         shape = (layout.num_envs, *layout.obs_shape)
-        self.obs = np.ndarray(shape, np.uint8, shm.buf, layout.obs_offset)
-        self.final_obs = np.ndarray(shape, np.uint8, shm.buf, layout.final_obs_offset)
+        # Every array handed out is a view of ``whole``, so ``whole`` lives exactly as long
+        # as the last of them. numpy holds no buffer export on ``shm.buf``, so closing the
+        # SharedMemory while a view lives would unmap memory under it (a segfault on the
+        # next read): the mapping is closed only once ``whole`` is gone (see close()).
+        whole = np.ndarray((layout.nbytes,), np.uint8, shm.buf)
+        size = layout.num_envs * layout.slot_bytes
+        self.obs = whole[layout.obs_offset:layout.obs_offset + size].reshape(shape)
+        self.final_obs = whole[layout.final_obs_offset:
+                               layout.final_obs_offset + size].reshape(shape)
+        self._unmap = weakref.finalize(whole, shm.close)
+        self._unmap.atexit = False  # at exit the OS unmaps; a live view must not be cut
 
     @classmethod
     def create(cls, layout: BlockLayout, free_bytes: int | None = None) -> SharedBlock:
@@ -128,6 +138,24 @@ class SharedBlock:
             shm = shared_memory.SharedMemory(name=name)
         return cls(shm, layout, owner=False)
 
+    @staticmethod
+    def remove_name(name: str) -> None:
+        """Remove a block's name if it still exists, from any process.
+
+        Workers call this when the main process died before it could unlink the name
+        (a kill during start-up); names are unique, so this never touches another block.
+        """
+        try:
+            # Attaching is the portable way to reach shm_unlink; close the mapping at once.
+            shm = shared_memory.SharedMemory(name=name)
+        except (FileNotFoundError, OSError):
+            return
+        shm.close()
+        try:
+            shm.unlink()  # also tells the resource tracker the name is gone
+        except FileNotFoundError:
+            pass
+
     def unlink(self) -> None:
         """Remove the block's name (owner only, at most once). Mappings stay valid."""
         if self.owner and not self._unlinked:
@@ -135,18 +163,14 @@ class SharedBlock:
             self._shm.unlink()
 
     def close(self) -> None:
-        """Unlink (if owner) and release this process's mapping.
+        """Unlink (if owner) and drop this object's views of the mapping.
 
-        Arrays a caller still holds keep the mapping alive until they are dropped; the
-        memory is freed when the last one goes.
+        The mapping itself is closed when the last view goes: at once if nobody else holds
+        one, else when the caller drops the ``obs`` it kept (copy=False), which stays
+        readable until then.
         """
         self.unlink()
         if self._closed:
             return
         self._closed = True
         self.obs = self.final_obs = None  # type: ignore[assignment]
-        try:
-            self._shm.close()
-        except BufferError:
-            # A caller still holds a view (copy=False obs); the mapping dies with it.
-            pass
