@@ -185,7 +185,7 @@ def parent_sigkill(args) -> None:
 def ctrl_c(args) -> None:
     """One Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while step
     waits for a slow worker; then the env must still work and close cleanly."""
-    env = make_env(args, step_delay_s=0.5)
+    env = make_env(args, step_delay_s=0.3)
     env.reset()
     emit("ready", workers=[p.pid for p in env._processes])
     try:
@@ -333,7 +333,7 @@ def gc_and_exit(args) -> None:
     held) and an env and a Worker left open at interpreter exit."""
     import psutil
 
-    report = {}
+    report = {"pid": os.getpid()}
     env = make_env(args)
     env.reset()
     pids = [p.pid for p in env._processes]

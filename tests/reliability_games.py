@@ -7,6 +7,7 @@ configured with ``functools.partial`` so that spawn/forkserver workers can unpic
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -22,13 +23,15 @@ class CounterGame:
     Failure knobs: ``step_delay_s``/``reset_delay_s`` (a slow emulator, to land a signal
     mid-call),
     ``start_delay_s`` (slow start-up), ``fail_on_start`` (a ROM that fails to load) and
-    ``fail_at_step`` (an emulator error in the middle of a run).
+    ``fail_at_step`` (an emulator error in the middle of a run), ``exit_at_step`` (the
+    process exits with code 3, as when native code calls ``exit()``).
     """
 
     def __init__(self, game: str, seed: int | None, options: object, stack_out: np.ndarray,
                  *, episode_steps: int = 50, step_delay_s: float = 0.0,
                  reset_delay_s: float = 0.0, start_delay_s: float = 0.0,
-                 fail_on_start: bool = False, fail_at_step: int | None = None) -> None:
+                 fail_on_start: bool = False, fail_at_step: int | None = None,
+                 exit_at_step: int | None = None) -> None:
         if start_delay_s:
             time.sleep(start_delay_s)
         if fail_on_start:
@@ -41,6 +44,7 @@ class CounterGame:
         self.step_delay_s = step_delay_s
         self.reset_delay_s = reset_delay_s
         self.fail_at_step = fail_at_step
+        self.exit_at_step = exit_at_step
         self.episode_return = 0.0
         self.episode_length = 0
         self.reseed(seed)
@@ -59,6 +63,8 @@ class CounterGame:
         if self.step_delay_s:
             time.sleep(self.step_delay_s)
         self.count += 1
+        if self.exit_at_step is not None and self.count >= self.exit_at_step:
+            os._exit(3)  # like a native library calling exit(): no exception, no traceback
         if self.fail_at_step is not None and self.count >= self.fail_at_step:
             raise RuntimeError(f"emulator error at step {self.count}")
         reward = float(self.count * NUM_ACTIONS + action)
