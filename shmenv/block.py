@@ -22,7 +22,7 @@ import os
 import secrets
 import weakref
 from dataclasses import dataclass
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
@@ -131,11 +131,20 @@ class SharedBlock:
 
     @classmethod
     def attach(cls, name: str, layout: BlockLayout) -> SharedBlock:
-        """Map an existing block by name (in a worker)."""
-        try:  # Python >= 3.13: the owner alone tells the resource tracker about the block.
+        """Map an existing block by name (in a worker).
+
+        Only the creator registers the name with multiprocessing's resource tracker, so
+        that exactly one unregister (by whoever unlinks it) can ever match it.
+        """
+        try:  # Python >= 3.13
             shm = shared_memory.SharedMemory(name=name, track=False)
         except TypeError:
-            shm = shared_memory.SharedMemory(name=name)
+            register = resource_tracker.register
+            resource_tracker.register = lambda *args, **kwargs: None
+            try:
+                shm = shared_memory.SharedMemory(name=name)
+            finally:
+                resource_tracker.register = register
         return cls(shm, layout, owner=False)
 
     @staticmethod
@@ -144,23 +153,26 @@ class SharedBlock:
 
         Workers call this when the main process died before it could unlink the name
         (a kill during start-up); names are unique, so this never touches another block.
+        Unlinking is atomic, so of several workers trying, exactly one succeeds, and only
+        that one tells the resource tracker the name is gone.
         """
         try:
-            # Attaching is the portable way to reach shm_unlink; close the mapping at once.
-            shm = shared_memory.SharedMemory(name=name)
-        except (FileNotFoundError, OSError):
+            os.unlink(os.path.join(SHM_DIR, name))
+        except OSError:
             return
-        shm.close()
         try:
-            shm.unlink()  # also tells the resource tracker the name is gone
-        except FileNotFoundError:
+            resource_tracker.unregister(f"/{name}", "shared_memory")
+        except Exception:  # noqa: BLE001 - the tracker may be gone with its parent
             pass
 
     def unlink(self) -> None:
         """Remove the block's name (owner only, at most once). Mappings stay valid."""
         if self.owner and not self._unlinked:
             self._unlinked = True
-            self._shm.unlink()
+            try:
+                self._shm.unlink()
+            except FileNotFoundError:
+                pass  # a worker removed it, believing this process dead (see remove_name)
 
     def close(self) -> None:
         """Unlink (if owner) and drop this object's views of the mapping.

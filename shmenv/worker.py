@@ -160,10 +160,17 @@ def run_worker(conn: Connection, spec: WorkerSpec, fds_to_close: tuple[int, ...]
 
             make_game = spec.game_factory or AtariGame
             block = SharedBlock.attach(spec.block_name, spec.layout)
-            games = [
-                make_game(spec.game, seed, spec.options, block.obs[env])
-                for env, seed in zip(range(spec.env_start, spec.env_stop), spec.seeds)
-            ]
+            games = []
+            for env, seed in zip(range(spec.env_start, spec.env_stop), spec.seeds):
+                # The main process sends nothing until we are ready: a readable pipe means
+                # it died (EOF) or is shutting down (a close command, after another worker
+                # failed). Stop now, not after loading every ROM.
+                if conn.poll(0):
+                    conn.recv_bytes()  # EOFError if it died; a close command otherwise
+                    return
+                games.append(make_game(spec.game, seed, spec.options, block.obs[env]))
+        except EOFError:
+            raise
         except BaseException as exc:  # report startup failures instead of dying silently
             conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc())))
             return
