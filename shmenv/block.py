@@ -20,8 +20,9 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import weakref
 from dataclasses import dataclass
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
@@ -91,8 +92,17 @@ class SharedBlock:
         self._unlinked = False
         self._closed = False
         shape = (layout.num_envs, *layout.obs_shape)
-        self.obs = np.ndarray(shape, np.uint8, shm.buf, layout.obs_offset)
-        self.final_obs = np.ndarray(shape, np.uint8, shm.buf, layout.final_obs_offset)
+        # Every array handed out is a view of ``whole``, so ``whole`` lives exactly as long
+        # as the last of them. numpy holds no buffer export on ``shm.buf``, so closing the
+        # SharedMemory while a view lives would unmap memory under it (a segfault on the
+        # next read): the mapping is closed only once ``whole`` is gone (see close()).
+        whole = np.ndarray((layout.nbytes,), np.uint8, shm.buf)
+        size = layout.num_envs * layout.slot_bytes
+        self.obs = whole[layout.obs_offset:layout.obs_offset + size].reshape(shape)
+        self.final_obs = whole[layout.final_obs_offset:
+                               layout.final_obs_offset + size].reshape(shape)
+        self._unmap = weakref.finalize(whole, shm.close)
+        self._unmap.atexit = False  # at exit the OS unmaps; a live view must not be cut
 
     @classmethod
     def create(cls, layout: BlockLayout, free_bytes: int | None = None) -> SharedBlock:
@@ -121,32 +131,58 @@ class SharedBlock:
 
     @classmethod
     def attach(cls, name: str, layout: BlockLayout) -> SharedBlock:
-        """Map an existing block by name (in a worker)."""
-        try:  # Python >= 3.13: the owner alone tells the resource tracker about the block.
+        """Map an existing block by name (in a worker).
+
+        Only the creator registers the name with multiprocessing's resource tracker, so
+        that exactly one unregister (by whoever unlinks it) can ever match it.
+        """
+        try:  # Python >= 3.13
             shm = shared_memory.SharedMemory(name=name, track=False)
         except TypeError:
-            shm = shared_memory.SharedMemory(name=name)
+            register = resource_tracker.register
+            resource_tracker.register = lambda *args, **kwargs: None
+            try:
+                shm = shared_memory.SharedMemory(name=name)
+            finally:
+                resource_tracker.register = register
         return cls(shm, layout, owner=False)
+
+    @staticmethod
+    def remove_name(name: str) -> None:
+        """Remove a block's name if it still exists, from any process.
+
+        Workers call this when the main process died before it could unlink the name
+        (a kill during start-up); names are unique, so this never touches another block.
+        Unlinking is atomic, so of several workers trying, exactly one succeeds, and only
+        that one tells the resource tracker the name is gone.
+        """
+        try:
+            os.unlink(os.path.join(SHM_DIR, name))
+        except OSError:
+            return
+        try:
+            resource_tracker.unregister(f"/{name}", "shared_memory")
+        except Exception:  # noqa: BLE001 - the tracker may be gone with its parent
+            pass
 
     def unlink(self) -> None:
         """Remove the block's name (owner only, at most once). Mappings stay valid."""
         if self.owner and not self._unlinked:
             self._unlinked = True
-            self._shm.unlink()
+            try:
+                self._shm.unlink()
+            except FileNotFoundError:
+                pass  # a worker removed it, believing this process dead (see remove_name)
 
     def close(self) -> None:
-        """Unlink (if owner) and release this process's mapping.
+        """Unlink (if owner) and drop this object's views of the mapping.
 
-        Arrays a caller still holds keep the mapping alive until they are dropped; the
-        memory is freed when the last one goes.
+        The mapping itself is closed when the last view goes: at once if nobody else holds
+        one, else when the caller drops the ``obs`` it kept (copy=False), which stays
+        readable until then.
         """
         self.unlink()
         if self._closed:
             return
         self._closed = True
         self.obs = self.final_obs = None  # type: ignore[assignment]
-        try:
-            self._shm.close()
-        except BufferError:
-            # A caller still holds a view (copy=False obs); the mapping dies with it.
-            pass

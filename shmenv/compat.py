@@ -18,14 +18,16 @@ the caller may keep (its values equal the seed's float64 ones). Only the command
 from __future__ import annotations
 
 import multiprocessing
+import operator
 import weakref
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 
 from shmenv.block import BlockLayout, SharedBlock
-from shmenv.errors import ClosedError, WorkerDiedError, WorkerError
+from shmenv.errors import ClosedError, ShmenvError, WorkerDiedError, WorkerError, describe_exit
 from shmenv.games import GameOptions, resolve_game
 from shmenv.worker import (
     OP_CLOSE,
@@ -34,10 +36,14 @@ from shmenv.worker import (
     REPLY_DTYPE,
     WorkerSpec,
     parse_error_payload,
+    resynchronize,
     run_worker,
+    sigint_blocked,
 )
 
 _COMMANDS = ("reset", "step", "close")
+STARTUP_TIMEOUT_S = 120.0
+RESYNC_TIMEOUT_S = 60.0
 
 
 class WorkerPipe:
@@ -53,6 +59,10 @@ class WorkerPipe:
         self._closed = False
         self._num_actions = 0
         self._awaiting: list[str] = []
+        # Set before an operation on the pipe starts and cleared after it ended, so that an
+        # exception (Ctrl-C) landing anywhere leaves the flag set for the next call.
+        self._sending = False  # a command may be half sent
+        self._reading = False  # a reply may be half read
         self._command = np.zeros(2, dtype=np.int32)
         self._reply = np.zeros(1, dtype=REPLY_DTYPE)
         self._reply_bytes = memoryview(self._reply).cast("B")
@@ -64,14 +74,17 @@ class WorkerPipe:
         if self._ready:
             return
         try:
+            if not self._conn.poll(STARTUP_TIMEOUT_S):
+                self._fail(WorkerDiedError(f"{self._describe()} did not start within "
+                                           f"{STARTUP_TIMEOUT_S:.0f} s"))
             kind, payload = self._conn.recv()
         except (EOFError, OSError):
-            self._fail(WorkerDiedError(f"{self._describe()} died while starting "
-                                       f"(exit code {self._process.exitcode})"))
+            self._died("while starting")
         if kind == "error":
             type_name, message, trace = payload
             self._fail(WorkerError(f"{self._describe()} failed to start: {type_name}: "
-                                   f"{message}\n\nWorker traceback:\n{trace}"))
+                                   f"{message}\n\nWorker traceback:\n{trace}",
+                                   type_name, trace))
         self._num_actions = payload
         self._ready = True
         self._block.unlink()  # the worker has mapped it; nothing can leak from here on
@@ -80,17 +93,37 @@ class WorkerPipe:
         self._shutdown()
         raise error
 
+    def _died(self, when: str) -> None:
+        how, code = describe_exit(self._process)
+        self._fail(WorkerDiedError(f"{self._describe()} {how} {when}; it is closed now, "
+                                   "create a new Worker", code))
+
+    def _resync(self) -> None:
+        """After Ctrl-C cut a send or a read short: discard whatever is left in the pipe
+        (the interrupted command's reply is lost) so the next reply read is the right one."""
+        try:
+            resynchronize(self._conn, RESYNC_TIMEOUT_S)
+        except (EOFError, OSError):
+            self._died("after an interrupted call")
+        except TimeoutError:
+            self._fail(WorkerDiedError(f"{self._describe()} did not answer within "
+                                       f"{RESYNC_TIMEOUT_S:.0f} s after an interrupted call"))
+        self._awaiting.clear()
+        self._sending = self._reading = False
+
     def _shutdown(self) -> None:
         self._closed = True
         _stop(self._conn, self._process, self._block)
 
     def send(self, message: tuple[str, Any]) -> None:
-        if self._closed:
-            raise ClosedError(f"{self._describe()} is closed; create a new Worker")
         try:
             cmd, data = message
         except (TypeError, ValueError):
             raise ValueError(f"send() takes a (command, data) pair, got {message!r}") from None
+        if self._closed:
+            if cmd == "close":
+                return  # closing twice is harmless, as close() is
+            raise ClosedError(f"{self._describe()} is closed; create a new Worker")
         if cmd not in _COMMANDS:
             raise NotImplementedError(f"unknown Worker command {cmd!r}; "
                                       f"the commands are {', '.join(map(repr, _COMMANDS))}")
@@ -103,25 +136,45 @@ class WorkerPipe:
             self._command[0], self._command[1] = OP_STEP, action
         else:
             self._command[0] = OP_RESET
-        self._conn.send_bytes(self._command)
+        if self._awaiting or self._sending or self._reading:
+            # One command in flight at a time, as the seed's trainers use a Worker: its
+            # slot holds one stack, which the new command will overwrite. A reply still
+            # unread (the caller moved on, e.g. after Ctrl-C) is dropped, not returned
+            # for this new command.
+            self._resync()
+        self._sending = True
         self._awaiting.append(cmd)
+        try:
+            self._conn.send_bytes(self._command)
+        except OSError:
+            self._died("before this command")
+        self._sending = False
 
     def recv(self) -> Any:
         if self._closed:
             raise ClosedError(f"{self._describe()} is closed; create a new Worker")
+        if self._sending or self._reading:
+            self._resync()
+            raise ShmenvError("the reply to the command interrupted by Ctrl-C was discarded; "
+                              "send() a new command")
         if not self._awaiting:
             raise RuntimeError("recv() called with no command pending; send() one first")
+        try:
+            # Wait first: a Ctrl-C here leaves the reply in the pipe; recv() again reads it.
+            self._conn.poll(None)
+        except (EOFError, OSError):
+            self._died("while running a command")
+        self._reading = True
         try:
             nbytes = self._conn.recv_bytes_into(self._reply_bytes)
         except multiprocessing.BufferTooShort as exc:
             self._raise_worker_error(exc.args[0])
         except (EOFError, OSError):
-            self._process.join(timeout=1.0)
-            self._fail(WorkerDiedError(f"{self._describe()} died (exit code "
-                                       f"{self._process.exitcode}); create a new Worker"))
+            self._died("while running a command")
         if nbytes != len(self._reply_bytes):
             self._raise_worker_error(bytes(self._reply_bytes[:nbytes]))
         cmd = self._awaiting.pop(0)
+        self._reading = False
         stack = self._block.obs[0].copy()
         if cmd == "reset":
             return stack
@@ -135,12 +188,16 @@ class WorkerPipe:
         parsed = parse_error_payload(payload) or ("Error", "malformed reply", "")
         type_name, message, trace = parsed
         self._fail(WorkerError(f"{self._describe()} raised {type_name}: {message}\n\n"
-                               f"Worker traceback:\n{trace}"))
+                               f"Worker traceback:\n{trace}", type_name, trace))
 
     def poll(self, timeout: float | None = 0.0) -> bool:
+        if self._closed:
+            raise ClosedError(f"{self._describe()} is closed; create a new Worker")
         return self._conn.poll(timeout)
 
     def fileno(self) -> int:
+        if self._closed:
+            raise ClosedError(f"{self._describe()} is closed; create a new Worker")
         return self._conn.fileno()
 
     def close(self) -> None:
@@ -149,16 +206,19 @@ class WorkerPipe:
 
 
 def _as_action(data: Any, num_actions: int) -> int:
-    if isinstance(data, (bool, np.bool_)) or not isinstance(data, (int, np.integer)):
-        if isinstance(data, np.ndarray) and data.shape == () and data.dtype.kind in "iu":
-            data = int(data)
-        else:
-            raise TypeError(f"a step action must be an int, got {data!r} "
-                            f"({type(data).__name__})")
-    if not 0 <= data < num_actions:
-        raise ValueError(f"action {data!r} is out of range: this game has actions "
+    """The action as an int: anything usable as an index (int, numpy int, a 0-d int array
+    or tensor), like the seed's gym env accepts. Floats, NaN, bools, None, strings: TypeError."""
+    if isinstance(data, (bool, np.bool_)):
+        raise TypeError(f"a step action must be an int, got {data!r} (bool)")
+    try:
+        action = operator.index(data)
+    except TypeError:
+        raise TypeError(f"a step action must be an int, got {data!r} "
+                        f"({type(data).__name__})") from None
+    if not 0 <= action < num_actions:
+        raise ValueError(f"action {action!r} is out of range: this game has actions "
                          f"0..{num_actions - 1}")
-    return int(data)
+    return action
 
 
 def _stop(conn: Connection, process: Any, block: SharedBlock) -> None:
@@ -182,21 +242,24 @@ class Worker:
     arguments are game options (see :class:`shmenv.games.GameOptions`).
     """
 
-    def __init__(self, seed: int, game: str = "Breakout", **game_options: Any) -> None:
+    def __init__(self, seed: int, game: str = "Breakout", *,
+                 game_factory: Callable[..., Any] | None = None, **game_options: Any) -> None:
         options = GameOptions.from_kwargs(game_options)
         rom = resolve_game(game)
         block = SharedBlock.create(BlockLayout(1, options.obs_shape))
         parent_end, child_end = multiprocessing.Pipe()
         spec = WorkerSpec(index=0, block_name=block.name, layout=block.layout, env_start=0,
                           env_stop=1, game=rom, seeds=(seed,), options=options,
-                          same_step_autoreset=True, write_final_obs=False)
+                          same_step_autoreset=True, write_final_obs=False,
+                          game_factory=game_factory)
         forked = multiprocessing.get_start_method() == "fork"
         self.process = multiprocessing.Process(
             target=run_worker, args=(child_end, spec, (parent_end.fileno(),) if forked else ()),
             name=f"shmenv-Worker-{seed}", daemon=True,
         )
         try:
-            self.process.start()
+            with sigint_blocked():  # a Ctrl-C now must not reach the half-started worker
+                self.process.start()
         except BaseException:
             block.close()
             raise

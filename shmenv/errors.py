@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from typing import Any
+
 
 class ShmenvError(RuntimeError):
     """Base class of every shmenv runtime error."""
@@ -12,12 +15,44 @@ class ClosedError(ShmenvError):
 
 
 class WorkerDiedError(ShmenvError):
-    """A worker process exited while the main process was waiting for it."""
+    """A worker process exited while the main process was waiting for it.
+
+    ``exitcode`` is the process's exit code (negative: killed by that signal; None: unknown).
+    """
+
+    def __init__(self, message: str, exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
 
 
 class WorkerError(ShmenvError):
-    """An exception raised inside a worker; its message carries the worker's traceback."""
+    """An exception raised inside a worker; its message carries the worker's traceback.
+
+    ``worker_type`` is the name of the exception's class, ``worker_traceback`` its text.
+    """
+
+    def __init__(self, message: str, worker_type: str = "", worker_traceback: str = "") -> None:
+        super().__init__(message)
+        self.worker_type = worker_type
+        self.worker_traceback = worker_traceback
 
 
 class SharedMemorySpaceError(ShmenvError, OSError):
     """The shared-memory filesystem has too little free space for the block."""
+
+
+def describe_exit(process: Any, wait_s: float = 1.0) -> tuple[str, int | None]:
+    """How a worker process ended, for error messages: ``("was killed by signal SIGKILL",
+    -9)``. Waits up to ``wait_s`` for the exit status after its pipe reported EOF."""
+    process.join(timeout=wait_s)
+    code = process.exitcode
+    if code is None:
+        return "closed its pipe but is still running", None
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        hint = " (SIGKILL: often the kernel's out-of-memory killer)" if name == "SIGKILL" else ""
+        return f"was killed by signal {name}{hint}", code
+    return f"exited with code {code}", code

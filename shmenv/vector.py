@@ -20,7 +20,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from shmenv.block import BlockLayout, SharedBlock
-from shmenv.errors import ClosedError, WorkerDiedError, WorkerError
+from shmenv.errors import ClosedError, WorkerDiedError, WorkerError, describe_exit
 from shmenv.games import GameOptions, resolve_game
 from shmenv.worker import (
     OP_CLOSE,
@@ -30,11 +30,15 @@ from shmenv.worker import (
     REPLY_DTYPE,
     WorkerSpec,
     parse_error_payload,
+    resynchronize,
     run_worker,
+    sigint_blocked,
 )
 
 STARTUP_TIMEOUT_S = 120.0
+RESYNC_TIMEOUT_S = 60.0  # a worker may be in the middle of a reseed (~0.2 s per env)
 _SHUTDOWN_TIMEOUT_S = 2.0
+_FAILURE_GRACE_S = 0.5  # after a worker failed, the others get this long before SIGKILL
 
 
 def _env_seeds(seed: int | Sequence[int] | None, num_envs: int) -> list[int | None]:
@@ -57,21 +61,6 @@ def _split(num_envs: int, num_workers: int) -> list[tuple[int, int]]:
         ranges.append((start, stop))
         start = stop
     return ranges
-
-
-def _exit_text(process: multiprocessing.process.BaseProcess) -> str:
-    process.join(timeout=1.0)
-    code = process.exitcode
-    if code is None:
-        return "is unresponsive"
-    if code < 0:
-        import signal
-
-        try:
-            return f"was killed by signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
 
 
 class ShmVectorEnv(VectorEnv):
@@ -178,7 +167,8 @@ class ShmVectorEnv(VectorEnv):
                 target=run_worker, args=(child_end, spec, inherited if forked else ()),
                 name=f"shmenv-worker-{index}", daemon=True,
             )
-            process.start()
+            with sigint_blocked():  # a Ctrl-C now must not reach a half-started worker
+                process.start()
             child_end.close()
             self._processes.append(process)
             self._conns.append(parent_end)
@@ -192,12 +182,14 @@ class ShmVectorEnv(VectorEnv):
             try:
                 kind, payload = conn.recv()
             except (EOFError, OSError):
-                raise WorkerDiedError(self._describe_worker(index) + " "
-                                      + _exit_text(process) + " while starting") from None
+                how, code = describe_exit(process)
+                raise WorkerDiedError(f"{self._describe_worker(index)} {how} while starting",
+                                      code) from None
             if kind == "error":
                 type_name, message, trace = payload
                 raise WorkerError(f"{self._describe_worker(index)} failed to start: "
-                                  f"{type_name}: {message}\n\nWorker traceback:\n{trace}")
+                                  f"{type_name}: {message}\n\nWorker traceback:\n{trace}",
+                                  type_name, trace)
             num_actions = payload
         return num_actions
 
@@ -223,6 +215,7 @@ class ShmVectorEnv(VectorEnv):
         self._reply_views = [replies_bytes[size * start: size * stop]
                              for start, stop in self._env_ranges]
         self._pending: list[int] = []
+        self._in_flight = False  # commands sent, replies not all read yet; see _drain
         self._episode_start = np.full(num_envs, time.perf_counter())
         self._prev_dones = np.zeros(num_envs, dtype=bool)
 
@@ -240,9 +233,22 @@ class ShmVectorEnv(VectorEnv):
 
     def _send(self, opcode: int) -> None:
         self._commands[self._opcode_slots] = opcode
-        for conn, view in zip(self._conns, self._command_views):
-            conn.send_bytes(view)
+        # Set before the first byte goes out and cleared only once every reply was read:
+        # if an exception (Ctrl-C) lands anywhere in between, the next call sees it set.
+        self._in_flight = True
+        for index, (conn, view) in enumerate(zip(self._conns, self._command_views)):
+            try:
+                conn.send_bytes(view)
+            except OSError:
+                self._worker_died(index)
         self._pending = list(range(self.num_workers))
+
+    def _worker_died(self, index: int) -> None:
+        how, code = describe_exit(self._processes[index])
+        self._pending.clear()
+        self._fail(WorkerDiedError(
+            f"{self._describe_worker(index)} {how}. All workers were stopped and this env "
+            "is closed; create a new one.", code))
 
     def _gather(self) -> None:
         """Read every worker's reply into ``self._replies``, in worker order.
@@ -258,16 +264,13 @@ class ShmVectorEnv(VectorEnv):
             except multiprocessing.BufferTooShort as exc:
                 error_reply = exc.args[0]
             except (EOFError, OSError):
-                self._pending.clear()
-                self._fail(WorkerDiedError(
-                    f"{self._describe_worker(index)} {_exit_text(self._processes[index])}. "
-                    "All workers were stopped and this env is closed; create a new one."
-                ))
+                self._worker_died(index)
             else:
                 error_reply = None if nbytes == len(view) else bytes(view[:nbytes])
             self._pending.pop(0)
             if error_reply is not None:
                 self._raise_worker_error(index, error_reply)
+        self._in_flight = False
 
     def _raise_worker_error(self, index: int, payload: bytes) -> None:
         parsed = parse_error_payload(payload)
@@ -275,29 +278,59 @@ class ShmVectorEnv(VectorEnv):
             self._fail(WorkerError(f"{self._describe_worker(index)} sent a malformed reply"))
         type_name, message, trace = parsed
         self._fail(WorkerError(f"{self._describe_worker(index)} raised {type_name}: "
-                               f"{message}\n\nWorker traceback:\n{trace}"))
+                               f"{message}\n\nWorker traceback:\n{trace}", type_name, trace))
 
     def _fail(self, error: Exception) -> None:
+        """Stop everything, then raise: the envs' state is lost with the failed worker, so
+        the others get a short grace period and are then killed (no polite 2 s wait)."""
+        self._pending.clear()
+        _stop_workers(self._conns, self._processes, _FAILURE_GRACE_S)
         self._shutdown(f"a worker failed: {error}".splitlines()[0])
         raise error
 
     def _drain(self) -> None:
-        """Collect replies still owed from a call that was interrupted (e.g. Ctrl-C)."""
-        if self._pending:
-            self._gather()
+        """Make the pipes clean before a new command.
+
+        After an interrupted call (Ctrl-C inside ``step``), each worker still finishes the
+        command it got, and its reply (or the rest of one) may sit unread in the pipe, or
+        a command may never have been sent. Resynchronizing discards what is unread, so the
+        next call reads its own replies.
+        """
+        if self._in_flight:
+            self._pending.clear()
+            for index, conn in enumerate(self._conns):
+                try:
+                    resynchronize(conn, RESYNC_TIMEOUT_S)
+                except (EOFError, OSError):
+                    self._worker_died(index)
+                except TimeoutError:
+                    self._fail(WorkerDiedError(
+                        f"{self._describe_worker(index)} did not answer within "
+                        f"{RESYNC_TIMEOUT_S:.0f} s after an interrupted call; all workers "
+                        "were stopped and this env is closed."))
+            self._in_flight = False
 
     def _validate_actions(self, actions: Any) -> np.ndarray:
-        array = np.asarray(actions)
+        """The actions as an integer array, or a ValueError/TypeError naming the first bad
+        env and its value. Nothing has been sent when this raises."""
+        if actions is None or isinstance(actions, (str, bytes)):
+            raise TypeError(f"actions must be a sequence of {self.num_envs} ints (one per "
+                            f"env), got {actions!r}")
+        try:
+            array = np.asarray(actions)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"actions must be a flat sequence of {self.num_envs} ints (one "
+                             f"per env); could not read {actions!r} as one: {exc}") from None
         if array.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape ({self.num_envs},), one per env, "
-                             f"got shape {array.shape}")
+            what = (f"{array.shape[0]} actions" if array.ndim == 1
+                    else f"an array of shape {array.shape}")
+            raise ValueError(f"actions must have shape ({self.num_envs},), one int per env; "
+                             f"got {what}")
         if array.dtype.kind not in "iu":
-            bad = _first_non_integer(array)
-            raise TypeError(f"actions must be integers, got dtype {array.dtype}"
-                            + (f" (env {bad[0]} has {bad[1]!r})" if bad else ""))
-        if array.size and (array.min() < 0 or array.max() >= self._num_actions):
+            array = _integer_actions(array)
+        if array.min() < 0 or array.max() >= self._num_actions:
             index = int(np.flatnonzero((array < 0) | (array >= self._num_actions))[0])
-            raise ValueError(f"action {array[index]!r} for env {index} is out of range: "
+            raise ValueError(f"actions[{index}] = {array[index].item()!r} is out of range: "
                              f"{self.game} has actions 0..{self._num_actions - 1}")
         return array
 
@@ -363,8 +396,11 @@ class ShmVectorEnv(VectorEnv):
             self._send(OP_RESET)
         else:
             self._send(OP_RESEED)
-            for conn, (start, stop) in zip(self._conns, self._env_ranges):
-                conn.send(seeds[start:stop])
+            for index, (start, stop) in enumerate(self._env_ranges):
+                try:
+                    self._conns[index].send(seeds[start:stop])
+                except OSError:
+                    self._worker_died(index)
             self._seeds = seeds
         self._gather()
         self._episode_start[:] = time.perf_counter()
@@ -400,32 +436,50 @@ class ShmVectorEnv(VectorEnv):
                 f"num_workers={self.num_workers})")
 
 
-def _first_non_integer(array: np.ndarray) -> tuple[int, Any] | None:
-    """The first entry that is not a whole number, for error messages."""
-    for index, value in enumerate(array.reshape(-1).tolist()):
-        if isinstance(value, bool) or not (
-            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        ):
-            return index, value
-    return None
+def _integer_actions(array: np.ndarray) -> np.ndarray:
+    """Actions given with a non-integer dtype: an int64 copy if every entry is a Python or
+    numpy int (an object array from a list of ints mixed with big ones), else a TypeError
+    naming the first entry that is not (floats, even whole ones, NaN, None, strings, bools).
+    """
+    values = array.tolist()
+    not_int = [i for i, v in enumerate(values)
+               if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
+    if not_int:
+        # Name a NaN or a fraction before a whole float such as 2.0.
+        whole = [i for i in not_int if isinstance(values[i], float) and values[i].is_integer()]
+        index = next((i for i in not_int if i not in whole), not_int[0])
+        value = values[index]
+        hint = " (cast with .astype(int) if you meant it)" if index in whole else ""
+        raise TypeError(f"actions must be integers: actions[{index}] = {value!r} "
+                        f"({type(value).__name__}, array dtype {array.dtype}){hint}")
+    out_of_int64 = [i for i, v in enumerate(values) if not -2**63 <= v < 2**63]
+    if out_of_int64:
+        index = out_of_int64[0]
+        raise ValueError(f"actions[{index}] = {values[index]!r} is out of range")
+    return np.array(values, dtype=np.int64)
 
 
-def _shutdown(conns: list[Connection], processes: list, block: SharedBlock) -> None:
-    """Stop workers and release the block. A module-level function so that
-    ``weakref.finalize`` can run it at garbage collection and interpreter exit."""
+def _stop_workers(conns: list[Connection], processes: list, grace_s: float) -> None:
+    """Ask every worker to exit, give them ``grace_s`` in all, then SIGKILL the rest."""
     close_message = np.array([OP_CLOSE], dtype=np.int32).tobytes()
     for conn in conns:
         try:
             conn.send_bytes(close_message)
         except (OSError, ValueError):
             pass
-    deadline = time.monotonic() + _SHUTDOWN_TIMEOUT_S
+    deadline = time.monotonic() + grace_s
     for process in processes:
         process.join(timeout=max(deadline - time.monotonic(), 0.05))
     for process in processes:
         if process.is_alive():
             process.kill()
             process.join(timeout=1.0)
+
+
+def _shutdown(conns: list[Connection], processes: list, block: SharedBlock) -> None:
+    """Stop workers and release the block. A module-level function so that
+    ``weakref.finalize`` can run it at garbage collection and interpreter exit."""
+    _stop_workers(conns, processes, _SHUTDOWN_TIMEOUT_S)
     for conn in conns:
         conn.close()
     block.close()

@@ -11,16 +11,23 @@ Wire format (all little-endian, no pickling on the hot path):
 * reply:   ``k`` records of :data:`REPLY_DTYPE` (28 bytes each)
 * error:   :data:`ERROR_MAGIC` + pickled ``(type name, message, traceback text)``, padded so
   it is always longer than a reply; the main process detects it by its length alone.
+* sync:    command ``int32[2]`` = ``[OP_SYNC, nonce]``, reply :data:`SYNC_MAGIC` + the nonce's
+  4 bytes. After an interrupted call (Ctrl-C) the main process no longer knows where the
+  stream stands; :func:`resynchronize` reads raw bytes up to this marker, after which the
+  stream is at a message boundary again (see docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import secrets
 import signal
 import struct
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -34,6 +41,7 @@ OP_STEP = 1
 OP_RESET = 2
 OP_RESEED = 3  # followed by one pickled message: the new per-env seeds
 OP_CLOSE = 4
+OP_SYNC = 5  # followed by a nonce in the same command; answered with SYNC_MAGIC + nonce
 
 _RECORD = struct.Struct("<ddiiBBBx")
 REPLY_DTYPE = np.dtype(
@@ -46,6 +54,7 @@ REPLY_DTYPE = np.dtype(
     }
 )
 ERROR_MAGIC = b"\x00shmenv-worker-error\x00"
+SYNC_MAGIC = b"\x00shmenv-worker-sync\x00"
 
 
 @dataclass(frozen=True)
@@ -78,10 +87,58 @@ def parse_error_payload(payload: bytes) -> tuple[str, str, str] | None:
     return pickle.loads(payload[len(ERROR_MAGIC):])
 
 
+def resynchronize(conn: Connection, timeout: float) -> None:
+    """Bring a worker's reply stream back to a message boundary, discarding what is unread.
+
+    Needed after an exception (Ctrl-C) interrupted the main process between sending a
+    command and reading the whole reply: a reply, or half of one, may still be in the pipe.
+    Sends ``[OP_SYNC, nonce]`` and reads raw bytes until the worker's answer to that nonce,
+    the last thing it sends before waiting for the next command. Raises ``EOFError`` if the
+    worker is gone and ``TimeoutError`` if it does not answer within ``timeout`` seconds.
+    """
+    nonce = np.array([OP_SYNC, secrets.randbits(31)], dtype=np.int32)
+    marker = SYNC_MAGIC + nonce[1:].tobytes()
+    conn.send_bytes(nonce)
+    deadline = time.monotonic() + timeout
+    unread = b""
+    while not unread.endswith(marker):
+        if not conn.poll(max(deadline - time.monotonic(), 0)):
+            raise TimeoutError(f"no answer to a sync request within {timeout:.0f} s")
+        chunk = os.read(conn.fileno(), 1 << 16)
+        if not chunk:
+            raise EOFError("the worker closed its pipe")
+        unread = (unread + chunk)[-(len(marker) + (1 << 16)):]
+
+
+def _sync_reply(command: np.ndarray) -> bytes:
+    return SYNC_MAGIC + command[1:2].tobytes()
+
+
+def _is_sync_command(message: bytes) -> bool:
+    return len(message) == 8 and int.from_bytes(message[:4], "little") == OP_SYNC
+
+
+@contextlib.contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread while starting workers.
+
+    A child inherits the signal mask (across fork and exec), so a Ctrl-C that arrives while
+    a spawned worker is still importing stays pending instead of printing a
+    KeyboardInterrupt traceback from the worker; the worker discards it when it sets
+    SIGINT to ignored. The main process gets its KeyboardInterrupt when the block ends.
+    """
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _quiet_process() -> None:
     """Ctrl-C belongs to the main process: it raises KeyboardInterrupt there, and the
     workers must neither die nor print a traceback for it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # also drops a SIGINT pending since start
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     import cv2
 
     cv2.setNumThreads(1)  # OpenCV's own threads only fight the other workers for cores
@@ -96,25 +153,37 @@ def run_worker(conn: Connection, spec: WorkerSpec, fds_to_close: tuple[int, ...]
         except OSError:
             pass
     num_envs = spec.env_stop - spec.env_start
+    block = None
     try:
-        from shmenv.atari import AtariGame
+        try:
+            from shmenv.atari import AtariGame
 
-        make_game = spec.game_factory or AtariGame
-        block = SharedBlock.attach(spec.block_name, spec.layout)
-        games = [
-            make_game(spec.game, seed, spec.options, block.obs[env])
-            for env, seed in zip(range(spec.env_start, spec.env_stop), spec.seeds)
-        ]
-    except BaseException as exc:  # report startup failures instead of dying silently
-        conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc())))
-        return
-    conn.send(("ready", games[0].num_actions))
-    try:
+            make_game = spec.game_factory or AtariGame
+            block = SharedBlock.attach(spec.block_name, spec.layout)
+            games = []
+            for env, seed in zip(range(spec.env_start, spec.env_stop), spec.seeds):
+                # The main process sends nothing until we are ready: a readable pipe means
+                # it died (EOF) or is shutting down (a close command, after another worker
+                # failed). Stop now, not after loading every ROM.
+                if conn.poll(0):
+                    conn.recv_bytes()  # EOFError if it died; a close command otherwise
+                    return
+                games.append(make_game(spec.game, seed, spec.options, block.obs[env]))
+        except EOFError:
+            raise
+        except BaseException as exc:  # report startup failures instead of dying silently
+            conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc())))
+            return
+        conn.send(("ready", games[0].num_actions))
         _serve(conn, spec, block, games, num_envs)
-    except (EOFError, BrokenPipeError, ConnectionResetError):
-        pass  # the main process is gone: nothing to report to, just exit
+    except (EOFError, OSError):
+        # The main process is gone (killed): nothing to report to. If it died during
+        # start-up, before it unlinked the block's name, remove the name ourselves so
+        # that nothing is left in /dev/shm (see docs/reliability.md).
+        SharedBlock.remove_name(spec.block_name)
     finally:
-        block.close()
+        if block is not None:
+            block.close()
 
 
 def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list,
@@ -133,6 +202,9 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list,
     while True:
         conn.recv_bytes_into(command)
         opcode = command[0]
+        if opcode == OP_SYNC:
+            conn.send_bytes(_sync_reply(command))
+            continue
         try:
             if opcode == OP_STEP:
                 for j, game in enumerate(games):
@@ -156,7 +228,13 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list,
                     pack(replies, j * size, reward, episode_return, episode_length,
                          game.lives, terminated, truncated, same_step and write_final)
             elif opcode in (OP_RESET, OP_RESEED):
-                seeds = conn.recv() if opcode == OP_RESEED else None
+                seeds = None
+                if opcode == OP_RESEED:
+                    message = conn.recv_bytes()
+                    if _is_sync_command(message):  # the main process gave up this reseed
+                        conn.send_bytes(SYNC_MAGIC + message[4:])
+                        continue
+                    seeds = pickle.loads(message)
                 for j, game in enumerate(games):
                     if seeds is not None:
                         game.reseed(seeds[j])
