@@ -62,6 +62,10 @@ def test_bench_smoke_json_and_plot(tmp_path, no_leaked_segments):
     assert result["goals"]["shmenv / pipe (goal >= 2.0)"] == pytest.approx(
         by_name["shmenv"]["ratio_to_pipe"])
     assert result["goals"]["shmenv / ceiling (goal >= 0.90)"] is None
+    assert by_name["shmenv"]["steps_per_cpu_s"] == pytest.approx(
+        1e6 / by_name["shmenv"]["total_cpu_us_per_step"]["median"])
+    assert result["goals_cpu"]["shmenv / pipe (goal >= 2.0)"] == pytest.approx(
+        by_name["shmenv"]["cpu_ratio_to_pipe"])
 
     figures = [(p, v) for p, v in _positive_numbers(by_name)]
     assert figures
