@@ -111,8 +111,8 @@ def bar_plot(path: str, labels: Sequence[str], medians: Sequence[float],
     ax.set_yticks(ys, labels)
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
-    for y, m in zip(ys, medians):
-        ax.text(m, y, f" {m:,.0f}", va="center", fontsize=8)
+    for y, m, hi in zip(ys, medians, highs):
+        ax.text(max(m, hi), y, f"  {m:,.{0 if m >= 10 else 2}f}", va="center", fontsize=8)
     ax.margins(x=0.15)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
