@@ -76,11 +76,22 @@ class AtariGame:
         self.episode_return = 0.0
         self.episode_length = 0
         self._lives_at_reset = 0
+        self._seed: int | None = None
+        self._stepped_since_seed = True
         self.reseed(seed)
 
     def reseed(self, seed: int | None) -> None:
         """Seed ALE and (re)load the ROM, as gymnasium's ``reset(seed=...)`` does (~190 ms),
-        then reset. Called once per env; later episodes start with :meth:`reset`."""
+        then reset. Called once per env; later episodes start with :meth:`reset`.
+
+        Reseeding with the seed already in use before any step (``make(seed=s)`` then
+        ``reset(seed=s)``) only resets: with the start state saved, a reload would reach
+        that very state again, at the price of a second ROM load per env at start-up.
+        """
+        if (seed is not None and seed == self._seed and not self._stepped_since_seed
+                and self._start_state is not None):
+            self.reset()
+            return
         ale = self.ale
         ale.setInt("random_seed", ale_seed_for(seed))
         ale.loadROM(roms.get_rom_path(self.rom))
@@ -93,6 +104,8 @@ class AtariGame:
         if self.options.fast_reset:
             self._start_state = ale.cloneState()
         self._after_reset(self._preprocess_screen(self._start_frame))
+        self._seed = seed
+        self._stepped_since_seed = False
 
     @property
     def num_actions(self) -> int:
@@ -135,6 +148,7 @@ class AtariGame:
         ale = self.ale
         opts = self.options
         ale_action = self.action_set[action]
+        self._stepped_since_seed = True
         episodic_life = opts.episodic_life
         lives_at_reset = self._lives_at_reset
         first_kept = self._first_kept

@@ -1,0 +1,9 @@
+"""Benchmarks behind ``shmenv bench``: they ship inside the package so that any install
+(``pip install 'shmenv[bench]'``) can measure its own machine.
+
+One module per benchmark: :mod:`throughput` (every contender on a real game),
+:mod:`coordination` (a zero-cost game: what the main process pays per env-step),
+:mod:`startup`, :mod:`layouts` (the memory-layout suite) and :mod:`profile_step` (where one
+env-step's microseconds go). :mod:`harness` runs each measurement in a fresh subprocess;
+:mod:`report` prints tables and draws plots.
+"""

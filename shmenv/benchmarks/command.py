@@ -1,0 +1,154 @@
+"""``shmenv bench [coordination|startup|layouts|profile]``: argument parsing and dispatch.
+
+Plain ``shmenv bench`` is the throughput benchmark. Modules are imported only when their
+suite runs, so ``shmenv --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def _outputs(parser: argparse.ArgumentParser, plot: bool = True) -> None:
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    if plot:
+        parser.add_argument("--plot", metavar="PATH", help="also draw a PNG plot")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from shmenv.benchmarks.throughput import NAMES
+
+    cores = os.cpu_count() or 1
+    bench = subparsers.add_parser(
+        "bench", help="measure env-steps/s against every peer and this machine's ceiling",
+        description="Throughput of shmenv, its peers and this machine's ceiling (default), "
+                    "or one of the other suites.")
+    bench.add_argument("--game", default="Breakout")
+    bench.add_argument("--num-envs", type=_positive_int, default=None,
+                       help=f"default 4 × cores = {4 * cores}")
+    bench.add_argument("--seconds", type=_positive_float, default=10.0,
+                       help="timed seconds per contender per round (default 10)")
+    bench.add_argument("--rounds", type=_positive_int, default=3,
+                       help="interleaved rounds; the table shows medians (default 3)")
+    bench.add_argument("--warmup", type=float, default=2.0, help="untimed seconds first")
+    bench.add_argument("--seed", type=int, default=47, help="env seeds and action stream")
+    bench.add_argument("--only", metavar="A,B,...",
+                       help=f"run only these contenders: {', '.join(NAMES)}")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _outputs(bench)
+    bench.set_defaults(func=run_throughput)
+
+    suites = bench.add_subparsers(dest="suite", metavar="SUITE")
+    coord = suites.add_parser("coordination", help="main-process cost per env-step, zero-cost "
+                              "game: shmenv vs gymnasium AsyncVectorEnv")
+    coord.add_argument("--env-counts", type=_csv_ints, default=[8, 32, 64])
+    coord.add_argument("--seconds", type=_positive_float, default=3.0)
+    coord.add_argument("--rounds", type=_positive_int, default=3)
+    coord.add_argument("--warmup", type=float, default=1.0)
+    coord.add_argument("--no-progress", action="store_true")
+    _outputs(coord)
+    coord.set_defaults(func=run_coordination)
+
+    startup = suites.add_parser("startup", help="time from make() to reset() returned")
+    startup.add_argument("--game", default="Breakout")
+    startup.add_argument("--env-counts", type=_csv_ints, default=[8, 32])
+    startup.add_argument("--rounds", type=_positive_int, default=3)
+    startup.add_argument("--only", metavar="A,B,...")
+    startup.add_argument("--no-progress", action="store_true")
+    _outputs(startup)
+    startup.set_defaults(func=run_startup)
+
+    layouts = suites.add_parser("layouts", help="the memory-layout suite (a)-(f)")
+    layouts.add_argument("--num-envs", type=_positive_int, default=8)
+    layouts.add_argument("--seconds", type=_positive_float, default=0.5,
+                         help="timed seconds per variant (default 0.5)")
+    _outputs(layouts)
+    layouts.set_defaults(func=run_layouts)
+
+    profile = suites.add_parser("profile", help="where one env-step's microseconds go")
+    profile.add_argument("--game", default="Breakout")
+    profile.add_argument("--steps", type=_positive_int, default=3000)
+    profile.add_argument("--maxpool", choices=["seed", "standard"], default="seed")
+    _outputs(profile, plot=False)
+    profile.set_defaults(func=run_profile)
+
+
+def _finish(result: dict, args: argparse.Namespace, plot_fn=None) -> int:
+    from shmenv.benchmarks import report
+
+    if args.json:
+        report.write_json(args.json, result)
+    if plot_fn and getattr(args, "plot", None):
+        plot_fn(result, args.plot)
+    return 0
+
+
+def run_throughput(args: argparse.Namespace) -> int:
+    from shmenv.benchmarks import throughput
+
+    result = throughput.run(game=args.game, num_envs=args.num_envs, seconds=args.seconds,
+                            rounds=args.rounds, warmup=args.warmup, seed=args.seed,
+                            only=args.only, show_progress=not args.no_progress)
+    throughput.print_result(result)
+    return _finish(result, args, throughput.plot)
+
+
+def run_coordination(args: argparse.Namespace) -> int:
+    from shmenv.benchmarks import coordination
+
+    result = coordination.run(env_counts=args.env_counts, seconds=args.seconds,
+                              rounds=args.rounds, warmup=args.warmup,
+                              show_progress=not args.no_progress)
+    coordination.print_result(result)
+    return _finish(result, args, coordination.plot)
+
+
+def run_startup(args: argparse.Namespace) -> int:
+    from shmenv.benchmarks import startup
+
+    result = startup.run(game=args.game, env_counts=args.env_counts, rounds=args.rounds,
+                         only=args.only, show_progress=not args.no_progress)
+    startup.print_result(result)
+    return _finish(result, args, startup.plot)
+
+
+def run_layouts(args: argparse.Namespace) -> int:
+    from shmenv.benchmarks import layouts
+
+    result = layouts.run(num_envs=args.num_envs, seconds=args.seconds)
+    layouts.print_result(result)
+    return _finish(result, args, layouts.plot)
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from shmenv.benchmarks import profile_step
+
+    result = profile_step.run(game=args.game, steps=args.steps, maxpool=args.maxpool)
+    profile_step.print_result(result)
+    return _finish(result, args)

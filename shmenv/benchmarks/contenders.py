@@ -1,0 +1,262 @@
+"""The throughput contenders. Each ``measure_*`` function runs inside a fresh subprocess
+(see :func:`shmenv.benchmarks.harness.run_isolated`), builds its contender for ``game`` and
+``num_envs``, replays the shared seeded action stream and returns one
+:class:`~shmenv.benchmarks.harness.Measurement` as a dict.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from shmenv.benchmarks.harness import (
+    ActionCycle,
+    Measurement,
+    MemorySampler,
+    action_stream,
+    time_step_loop,
+)
+from shmenv.games import resolve_game
+
+READY_TIMEOUT_S = 300.0
+
+
+def gym_atari_id(game: str) -> str:
+    """``"Breakout"`` -> ``"BreakoutNoFrameskip-v4"`` (the seed's gymnasium id)."""
+    return "".join(p.capitalize() for p in resolve_game(game).split("_")) + "NoFrameskip-v4"
+
+
+def envpool_id(game: str) -> str:
+    return "".join(p.capitalize() for p in resolve_game(game).split("_")) + "-v5"
+
+
+# ------------------------------------------------------------------ the ceilings
+def _emulate_only(game: Any, action: int, lives_at_reset: int) -> int:
+    """ALE emulation alone: the action repeated for frame_skip frames, ending at a lost life
+    or game over (state-restore reset), no screen fetch, no preprocessing. Returns the
+    lives count at the current episode's start."""
+    ale = game.ale
+    ale_action = game.action_set[action]
+    for _ in range(game.options.frame_skip):
+        ale.act(ale_action)
+        if ale.game_over() or ale.lives() < lives_at_reset:
+            game.reset()
+            return game.lives
+    return lives_at_reset
+
+
+def _ceiling_process(game_name: str, env_ids: list[int], seeds: list[int], actions: np.ndarray,
+                     counters: Any, ready: Any, stop: Any, index: int,
+                     emulation_only: bool) -> None:
+    import cv2
+
+    from shmenv.atari import AtariGame
+
+    cv2.setNumThreads(1)
+    games = [AtariGame(game_name, seed) for seed in seeds]
+    lives = [g.lives for g in games]
+    ready[index] = 1
+    rows = len(actions)
+    t = 0
+    done_steps = 0
+    while not stop.value:
+        row = actions[t % rows]
+        for j, (game, env) in enumerate(zip(games, env_ids)):
+            action = int(row[env])
+            if emulation_only:
+                lives[j] = _emulate_only(game, action, lives[j])
+            else:
+                _reward, terminated, truncated = game.step(action)
+                if terminated or truncated:
+                    game.reset()
+        done_steps += len(games)
+        counters[index] = done_steps
+        t += 1
+
+
+def _split_envs(num_envs: int, parts: int) -> list[list[int]]:
+    base, extra = divmod(num_envs, parts)
+    out, start = [], 0
+    for p in range(parts):
+        stop = start + base + (1 if p < extra else 0)
+        out.append(list(range(start, stop)))
+        start = stop
+    return [envs for envs in out if envs]
+
+
+def measure_ceiling(game: str, num_envs: int, seconds: float, warmup: float, seed: int,
+                    emulation_only: bool = False) -> dict:
+    """``os.cpu_count()`` independent processes running shmenv's game core in a loop, no
+    coordination: the most this machine can do for this work. The count of env-steps is
+    read from shared counters at the start and end of the window."""
+    from shmenv.atari import AtariGame
+
+    probe = AtariGame(game, seed)
+    actions = action_stream(seed, num_envs, probe.num_actions)
+    del probe
+    ctx = multiprocessing.get_context()
+    groups = _split_envs(num_envs, os.cpu_count() or 1)
+    counters = ctx.RawArray("q", len(groups))
+    ready = ctx.RawArray("b", len(groups))
+    stop = ctx.RawValue("b", 0)
+    procs = [
+        ctx.Process(target=_ceiling_process, daemon=True,
+                    args=(game, envs, [seed + e for e in envs], actions, counters, ready,
+                          stop, i, emulation_only))
+        for i, envs in enumerate(groups)
+    ]
+    with MemorySampler() as sampler:
+        for p in procs:
+            p.start()
+        try:
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while not all(ready):
+                if time.monotonic() > deadline or not all(p.is_alive() for p in procs):
+                    raise RuntimeError("a ceiling process failed to start")
+                time.sleep(0.01)
+            time.sleep(warmup)
+            cpu0, thread0 = sampler.main_cpu_seconds(), time.thread_time()
+            tree0 = sampler.tree_cpu_seconds()
+            steps0, start = sum(counters), time.perf_counter()
+            time.sleep(seconds)
+            steps1, end = sum(counters), time.perf_counter()
+            cpu1, thread1 = sampler.main_cpu_seconds(), time.thread_time()
+            tree1 = sampler.tree_cpu_seconds()
+        finally:
+            stop.value = 1
+            for p in procs:
+                p.join(timeout=5)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+    return Measurement(steps1 - steps0, end - start, cpu1 - cpu0, thread1 - thread0,
+                       tree1 - tree0, sampler.peak_bytes).as_dict()
+
+
+# ------------------------------------------------------------------ vector contenders
+def measure_shmenv(game: str, num_envs: int, seconds: float, warmup: float, seed: int,
+                   maxpool: str = "seed") -> dict:
+    import shmenv
+
+    with MemorySampler() as sampler:
+        env = shmenv.make(game, num_envs, seed=seed, maxpool=maxpool)
+        try:
+            env.reset()
+            cycle = ActionCycle(action_stream(seed, num_envs, int(env.single_action_space.n)))
+            result = time_step_loop(lambda: env.step(cycle.next()), num_envs, warmup, seconds,
+                                    sampler)
+        finally:
+            env.close()
+    return result.as_dict()
+
+
+def measure_pipe(game: str, num_envs: int, seconds: float, warmup: float, seed: int) -> dict:
+    """The seed design as a trainer drives it: send to all, receive from all, copy each
+    stack into a (n, 4, 84, 84) uint8 batch."""
+    import gymnasium as gym
+
+    from shmenv.baseline import Worker
+
+    num_actions = int(gym.make(gym_atari_id(game)).action_space.n)
+    with MemorySampler() as sampler:
+        workers = [Worker(seed + i, game) for i in range(num_envs)]
+        try:
+            for w in workers:
+                w.child.send(("reset", None))
+            obs = np.zeros((num_envs, 4, 84, 84), dtype=np.uint8)
+            for i, w in enumerate(workers):
+                obs[i] = w.child.recv()
+            cycle = ActionCycle(action_stream(seed, num_envs, num_actions))
+
+            def step() -> None:
+                for w, action in zip(workers, cycle.next()):
+                    w.child.send(("step", int(action)))
+                for i, w in enumerate(workers):
+                    stack, _reward, _done, _info = w.child.recv()
+                    obs[i] = stack
+
+            result = time_step_loop(step, num_envs, warmup, seconds, sampler)
+        finally:
+            for w in workers:
+                w.child.send(("close", None))
+            for w in workers:
+                w.process.join(timeout=5)
+    return result.as_dict()
+
+
+def make_gym_atari(gym_id: str):
+    """gymnasium's standard Atari stack for this comparison (module level: picklable)."""
+    import ale_py
+    import gymnasium as gym
+    from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
+    gym.register_envs(ale_py)
+    env = gym.make(gym_id)
+    env = AtariPreprocessing(env, frame_skip=4, noop_max=0, terminal_on_life_loss=True,
+                             screen_size=84, grayscale_obs=True)
+    return FrameStackObservation(env, 4)
+
+
+def _measure_vector(make_env, num_envs: int, seconds: float, warmup: float, seed: int) -> dict:
+    with MemorySampler() as sampler:
+        env = make_env()
+        try:
+            env.reset(seed=seed)
+            cycle = ActionCycle(action_stream(seed, num_envs, int(env.single_action_space.n)))
+            result = time_step_loop(lambda: env.step(cycle.next()), num_envs, warmup, seconds,
+                                    sampler)
+        finally:
+            env.close()
+    return result.as_dict()
+
+
+def measure_gymnasium(game: str, num_envs: int, seconds: float, warmup: float,
+                      seed: int) -> dict:
+    from gymnasium.vector import AsyncVectorEnv
+
+    def make_env():
+        return AsyncVectorEnv([partial(make_gym_atari, gym_atari_id(game))] * num_envs,
+                              shared_memory=True)
+
+    return _measure_vector(make_env, num_envs, seconds, warmup, seed)
+
+
+def make_envpool(game: str, num_envs: int, seed: int):
+    """envpool with the seed's settings where it has them: episodic life, no sticky
+    actions, no FIRE on reset, no reward clipping, no no-op starts."""
+    import envpool
+
+    return envpool.make_gymnasium(
+        envpool_id(game), num_envs=num_envs, batch_size=num_envs,
+        num_threads=os.cpu_count() or 1, seed=seed, episodic_life=True, reward_clip=False,
+        repeat_action_probability=0.0, noop_max=1, use_fire_reset=False, stack_num=4,
+        frame_skip=4, img_height=84, img_width=84, gray_scale=True,
+    )
+
+
+def measure_envpool(game: str, num_envs: int, seconds: float, warmup: float,
+                    seed: int) -> dict:
+    return _measure_vector(partial(make_envpool, game, num_envs, seed), num_envs, seconds,
+                           warmup, seed)
+
+
+def make_ale_vector(game: str, num_envs: int):
+    from ale_py.vector_env import AtariVectorEnv
+
+    return AtariVectorEnv(
+        resolve_game(game), num_envs, num_threads=os.cpu_count() or 1,
+        repeat_action_probability=0.0, episodic_life=True, noop_max=0,
+        reward_clipping=False, use_fire_reset=False, stack_num=4, frameskip=4,
+        img_height=84, img_width=84, grayscale=True, maxpool=True,
+    )
+
+
+def measure_ale_vector(game: str, num_envs: int, seconds: float, warmup: float,
+                       seed: int) -> dict:
+    return _measure_vector(partial(make_ale_vector, game, num_envs), num_envs, seconds,
+                           warmup, seed)

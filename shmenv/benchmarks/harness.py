@@ -1,0 +1,203 @@
+"""Measurement plumbing shared by every benchmark.
+
+Each measurement runs in a fresh Python subprocess (``python -m shmenv.benchmarks.harness``)
+so that one contender's processes, threads, caches and imports cannot slow the next. Inside
+that subprocess:
+
+* ``cpu_us_per_step`` is the main process's CPU time (``resource.getrusage``, user +
+  system, all its threads) over the timed window, divided by the env-steps done in it;
+* ``main_thread_cpu_us_per_step`` is the same for the stepping thread alone (differs only
+  for contenders that emulate in threads of the main process: envpool, ale_py's vector env);
+* ``total_cpu_us_per_step`` is the CPU time of the subprocess and all its descendants
+  together per env-step: the whole cost of an env-step, which (unlike steps/s) barely
+  depends on what else the machine is running;
+* the memory sampler's own CPU time is subtracted from both;
+* ``peak_memory_bytes`` is the largest sum of RSS over the subprocess and all its
+  descendants, sampled every 0.1 s (shared pages count once per process that maps them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+SAMPLE_INTERVAL_S = 0.2
+
+
+@dataclass
+class Measurement:
+    """One timed window of one contender."""
+
+    env_steps: int
+    seconds: float
+    cpu_seconds: float
+    main_thread_cpu_seconds: float
+    total_cpu_seconds: float
+    peak_memory_bytes: int
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.env_steps / self.seconds
+
+    def as_dict(self) -> dict[str, float]:
+        steps = max(self.env_steps, 1)
+        return {
+            **asdict(self),
+            "steps_per_s": self.steps_per_s,
+            "cpu_us_per_step": 1e6 * self.cpu_seconds / steps,
+            "main_thread_cpu_us_per_step": 1e6 * self.main_thread_cpu_seconds / steps,
+            "total_cpu_us_per_step": 1e6 * self.total_cpu_seconds / steps,
+        }
+
+
+class MemorySampler:
+    """Samples the RSS sum of this process and its descendants in a background thread,
+    and reads their CPU times (:meth:`cpu_seconds`) net of the sampler's own."""
+
+    def __init__(self, interval: float = SAMPLE_INTERVAL_S) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._root = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self.peak_bytes = 0
+        self.own_cpu_seconds = 0.0  # the sampler thread's CPU time, kept out of the figures
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+
+    def _tree(self) -> list:
+        try:
+            return [self._root, *self._root.children(recursive=True)]
+        except self._psutil.NoSuchProcess:
+            return [self._root]
+
+    def sample(self) -> int:
+        total = 0
+        for proc in self._tree():
+            try:
+                total += proc.memory_info().rss
+            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
+                pass
+        self.peak_bytes = max(self.peak_bytes, total)
+        return total
+
+    def tree_cpu_seconds(self) -> float:
+        """User + system CPU of this process and its live descendants, minus the sampler."""
+        total = 0.0
+        for proc in self._tree():
+            try:
+                times = proc.cpu_times()
+            except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
+                continue
+            total += times.user + times.system
+        return total - self.own_cpu_seconds
+
+    def main_cpu_seconds(self) -> float:
+        """This process's CPU (all threads), minus the sampler thread."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime - self.own_cpu_seconds
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            start = time.thread_time()
+            self.sample()
+            self.own_cpu_seconds += time.thread_time() - start
+
+    def __enter__(self) -> MemorySampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def time_step_loop(step: Callable[[], None], envs_per_call: int, warmup_s: float,
+                   seconds: float, sampler: MemorySampler) -> Measurement:
+    """Call ``step`` for ``warmup_s`` untimed, then for ``seconds`` timed."""
+    deadline = time.perf_counter() + warmup_s
+    while time.perf_counter() < deadline:
+        step()
+    cpu0, thread0 = sampler.main_cpu_seconds(), time.thread_time()
+    tree0 = sampler.tree_cpu_seconds()
+    start = time.perf_counter()
+    deadline = start + seconds
+    calls = 0
+    while True:
+        step()
+        calls += 1
+        now = time.perf_counter()
+        if now >= deadline:
+            break
+    cpu1, thread1 = sampler.main_cpu_seconds(), time.thread_time()
+    tree1 = sampler.tree_cpu_seconds()
+    return Measurement(calls * envs_per_call, now - start, cpu1 - cpu0, thread1 - thread0,
+                       tree1 - tree0, sampler.peak_bytes)
+
+
+def action_stream(seed: int, num_envs: int, num_actions: int, rows: int = 4096) -> np.ndarray:
+    """The seeded random actions every contender replays, cycling: (rows, num_envs) int32."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, num_actions, size=(rows, num_envs), dtype=np.int32)
+
+
+class ActionCycle:
+    """Hands out the rows of an action stream in order, wrapping around."""
+
+    def __init__(self, actions: np.ndarray) -> None:
+        self._actions = actions
+        self._index = 0
+
+    def next(self) -> np.ndarray:
+        row = self._actions[self._index]
+        self._index = (self._index + 1) % len(self._actions)
+        return row
+
+
+class SubprocessError(RuntimeError):
+    """A measurement subprocess failed; the message carries its stderr tail."""
+
+
+def run_isolated(target: str, params: dict[str, Any], timeout: float = 600.0) -> dict:
+    """Run ``target`` ("module:function", called with ``**params``, returning a JSON-able
+    dict) in a fresh Python subprocess and return its result."""
+    with tempfile.TemporaryDirectory(prefix="shmenv-bench-") as tmp:
+        out_path = os.path.join(tmp, "result.json")
+        payload = json.dumps({"target": target, "params": params, "out": out_path})
+        proc = subprocess.run(
+            [sys.executable, "-m", "shmenv.benchmarks.harness", payload],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            timeout=timeout, text=True,
+        )
+        if proc.returncode != 0 or not os.path.exists(out_path):
+            tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
+            raise SubprocessError(f"{target} exited with code {proc.returncode}: {tail}")
+        with open(out_path) as f:
+            return json.load(f)
+
+
+def _child_main(argv: list[str]) -> None:
+    spec = json.loads(argv[0])
+    module_name, function_name = spec["target"].split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    result = function(**spec["params"])
+    with open(spec["out"], "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1:])

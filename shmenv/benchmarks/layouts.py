@@ -1,0 +1,404 @@
+"""The memory-layout suite (``shmenv bench layouts``): what each layout choice costs.
+
+Each case compares ways of doing one job and reports the cost per env-step and the bytes
+moved per env-step:
+
+(a) getting a worker's (4, 84, 84) stack to the trainer: float64 pickled over a Pipe (the
+    seed), uint8 pickled over a Pipe, or written into shared memory with a one-byte reply;
+(b) pushing a frame onto the stack: ``np.roll`` (new array), in-place shift, or a ring
+    buffer plus index (and what a consumer pays to read the ring in order);
+(c) per-env records (the 28-byte reply record) packed, padded to 64 B or to 4 KiB, with two
+    processes writing neighbouring records (false sharing);
+(d) handing the batch to the trainer as a zero-copy view vs a copy per step;
+(e) keeping uint8 vs converting to float32 for the consumer;
+(f) one shared block for all workers vs one block per worker.
+
+The functions doing each job are small and public so that tests can check they are right.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import struct
+import time
+from collections.abc import Callable
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+
+from shmenv.benchmarks import report
+
+STACK_SHAPE = (4, 84, 84)
+FRAME_BYTES = 84 * 84
+STACK_BYTES = 4 * FRAME_BYTES
+RECORD = struct.Struct("<ddiiBBBx")  # shmenv's reply record, 28 bytes
+
+
+def per_call_us(fn: Callable[[], Any], seconds: float, min_calls: int = 5) -> float:
+    """Median µs per call over batches of calls filling about ``seconds``."""
+    fn()
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    batch = max(1, int(seconds / 10 / once))
+    samples = []
+    deadline = time.perf_counter() + seconds
+    while len(samples) < min_calls or time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        samples.append((time.perf_counter() - t0) / batch)
+    return 1e6 * float(np.median(samples))
+
+
+def stamped_stack(base: np.ndarray, step: int) -> np.ndarray:
+    """The stack a producer shows at ``step``: ``base`` with the step stamped in."""
+    stack = base.copy()
+    stack[-1, 0, :8] = np.frombuffer(np.int64(step).tobytes(), dtype=np.uint8)
+    return stack
+
+
+# ------------------------------------------------------------------ (a) transport
+TRANSPORTS = ("float64-pickle", "uint8-pickle", "shared-memory")
+
+
+def _producer(conn: Any, mode: str, base: np.ndarray, shm_name: str | None) -> None:
+    shm = shared_memory.SharedMemory(name=shm_name) if shm_name else None
+    stack = (np.ndarray(STACK_SHAPE, np.uint8, shm.buf) if shm else
+             np.zeros(STACK_SHAPE, np.float64 if mode == "float64-pickle" else np.uint8))
+    step = 0
+    try:
+        while conn.recv_bytes(1) == b"s":
+            stack[...] = base
+            stack[-1, 0, :8] = np.frombuffer(np.int64(step).tobytes(), dtype=np.uint8)
+            if shm is not None:
+                conn.send_bytes(b"k")  # the stack is already where the trainer reads it
+            else:
+                conn.send(stack)
+            step += 1
+    except EOFError:
+        pass
+    finally:
+        del stack
+        if shm is not None:
+            shm.close()
+
+
+class Transport:
+    """A producer process and this end of its Pipe; :meth:`fetch` moves one stack."""
+
+    def __init__(self, mode: str, base: np.ndarray | None = None) -> None:
+        if mode not in TRANSPORTS:
+            raise ValueError(f"mode must be one of {TRANSPORTS}, got {mode!r}")
+        self.mode = mode
+        self.base = base if base is not None else np.random.default_rng(0).integers(
+            0, 256, STACK_SHAPE, dtype=np.uint8)
+        self._shm = None
+        if mode == "shared-memory":
+            self._shm = shared_memory.SharedMemory(create=True, size=STACK_BYTES)
+            self.slot = np.ndarray(STACK_SHAPE, np.uint8, self._shm.buf)
+        ctx = multiprocessing.get_context()
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_producer, daemon=True, args=(
+            child, mode, self.base, self._shm.name if self._shm else None))
+        self._process.start()
+        child.close()
+
+    @property
+    def bytes_per_step(self) -> int:
+        """Bytes through the kernel per env-step (request + reply; shared memory: the
+        stack's own bytes are written once, by the producer, and never copied)."""
+        if self.mode == "shared-memory":
+            return 2
+        dtype = np.float64 if self.mode == "float64-pickle" else np.uint8
+        return 1 + len(pickle.dumps(np.zeros(STACK_SHAPE, dtype), pickle.HIGHEST_PROTOCOL))
+
+    def fetch(self, out: np.ndarray) -> np.ndarray:
+        """One env-step: ask for the next stack and make it available as uint8 in ``out``
+        (pickled modes copy into ``out``, as a trainer builds its batch; shared memory
+        returns the slot itself)."""
+        self._conn.send_bytes(b"s")
+        if self._shm is not None:
+            self._conn.recv_bytes()
+            return self.slot
+        out[...] = self._conn.recv()
+        return out
+
+    def close(self) -> None:
+        self._conn.send_bytes(b"q")
+        self._process.join(timeout=5)
+        self._conn.close()
+        if self._shm is not None:
+            del self.slot
+            self._shm.close()
+            self._shm.unlink()
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------ (b) stack update
+def push_roll(stack: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """The seed's way: a new array rolled by one, newest frame last."""
+    stack = np.roll(stack, shift=-1, axis=0)
+    stack[-1] = frame
+    return stack
+
+
+def push_shift(stack: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """shmenv's way: shift in place (memmove of 3 frames), write the newest."""
+    stack[:-1] = stack[1:]
+    stack[-1] = frame
+    return stack
+
+
+class RingStack:
+    """Frames in a ring plus the index of the oldest: a push writes one frame, but a
+    consumer that wants the frames in order must reorder them (:meth:`read_ordered`)."""
+
+    def __init__(self, first_frame: np.ndarray, depth: int = 4) -> None:
+        self.frames = np.repeat(first_frame[None], depth, axis=0)
+        self.oldest = 0
+
+    def push(self, frame: np.ndarray) -> None:
+        self.frames[self.oldest] = frame
+        self.oldest = (self.oldest + 1) % len(self.frames)
+
+    def read_ordered(self, out: np.ndarray) -> np.ndarray:
+        depth = len(self.frames) - self.oldest
+        out[:depth] = self.frames[self.oldest:]
+        out[depth:] = self.frames[:self.oldest]
+        return out
+
+
+# ------------------------------------------------------------------ (c) false sharing
+def record_offsets(num_records: int, align: int, record_bytes: int = RECORD.size) -> list[int]:
+    """Byte offsets of ``num_records`` records, each starting on a multiple of ``align``
+    (1 = packed)."""
+    stride = -(-record_bytes // align) * align
+    return [i * stride for i in range(num_records)]
+
+
+def _hammer(shm_name: str, offset: int, writes: int, start: Any, result: Any,
+            index: int) -> None:
+    shm = shared_memory.SharedMemory(name=shm_name)
+    buf = shm.buf
+    pack = RECORD.pack_into
+    while not start.value:
+        pass
+    t0 = time.perf_counter()
+    for i in range(1, writes + 1):
+        pack(buf, offset, float(i), 0.0, i, index, 0, 0, 0)
+    result[index] = time.perf_counter() - t0
+    del buf
+    shm.close()
+
+
+def neighbour_writes(align: int, writes: int, num_writers: int = 2) -> tuple[float, list[tuple]]:
+    """``num_writers`` processes each pack ``writes`` reply records into their own record
+    of one shared block, at the offsets ``record_offsets(num_writers, align)``. Returns
+    ns per write (median over writers) and the records' final contents."""
+    offsets = record_offsets(num_writers, align)
+    shm = shared_memory.SharedMemory(create=True, size=offsets[-1] + 4096)
+    try:
+        ctx = multiprocessing.get_context()
+        start = ctx.RawValue("b", 0)
+        result = ctx.RawArray("d", num_writers)
+        procs = [ctx.Process(target=_hammer, daemon=True,
+                             args=(shm.name, off, writes, start, result, i))
+                 for i, off in enumerate(offsets)]
+        for p in procs:
+            p.start()
+        time.sleep(0.05)
+        start.value = 1
+        for p in procs:
+            p.join()
+        records = [RECORD.unpack_from(shm.buf, off) for off in offsets]
+        return 1e9 * float(np.median(list(result))) / writes, records
+    finally:
+        shm.close()
+        shm.unlink()
+
+
+# ------------------------------------------------------------------ (d), (e), (f)
+def batch_view(block: np.ndarray) -> np.ndarray:
+    """Zero-copy: the trainer reads the block itself (valid until the next step)."""
+    return block
+
+
+def batch_copy(block: np.ndarray) -> np.ndarray:
+    """Copy-out: a fresh array each step, safe to keep."""
+    return block.copy()
+
+
+def as_float32(batch: np.ndarray) -> np.ndarray:
+    """What a consumer pays to get float32 (same values, 4x the bytes)."""
+    return batch.astype(np.float32)
+
+
+class PerWorkerBlocks:
+    """One shared-memory segment per worker; a (num_envs, 4, 84, 84) batch for the trainer
+    must then be assembled by concatenation (a copy) every step."""
+
+    def __init__(self, num_envs: int, num_workers: int) -> None:
+        bounds = np.linspace(0, num_envs, num_workers + 1).astype(int)
+        self.segments = [shared_memory.SharedMemory(create=True, size=int(b - a) * STACK_BYTES)
+                         for a, b in zip(bounds[:-1], bounds[1:])]
+        self.views = [np.ndarray((int(b - a), *STACK_SHAPE), np.uint8, s.buf)
+                      for s, a, b in zip(self.segments, bounds[:-1], bounds[1:])]
+
+    def batch(self) -> np.ndarray:
+        return np.concatenate(self.views)
+
+    def close(self) -> None:
+        self.views = []
+        for s in self.segments:
+            s.close()
+            s.unlink()
+
+
+class OneBlock:
+    """Every env's slot in one segment: the batch is a view of it."""
+
+    def __init__(self, num_envs: int, num_workers: int) -> None:
+        self.segment = shared_memory.SharedMemory(create=True, size=num_envs * STACK_BYTES)
+        self.obs = np.ndarray((num_envs, *STACK_SHAPE), np.uint8, self.segment.buf)
+        bounds = np.linspace(0, num_envs, num_workers + 1).astype(int)
+        self.views = [self.obs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def batch(self) -> np.ndarray:
+        return self.obs
+
+    def close(self) -> None:
+        self.views = []
+        self.obs = None
+        self.segment.close()
+        self.segment.unlink()
+
+
+# ------------------------------------------------------------------ the suite
+def _row(case: str, variant: str, us: float, nbytes: float, note: str = "") -> dict:
+    return {"case": case, "variant": variant, "us_per_env_step": us,
+            "bytes_per_env_step": nbytes, "note": note}
+
+
+def run(num_envs: int = 8, seconds: float = 0.5) -> dict:
+    rows: list[dict] = []
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (84, 84), dtype=np.uint8)
+    stack = rng.integers(0, 256, STACK_SHAPE, dtype=np.uint8)
+
+    # (a) one round trip per env-step, including the producer's side
+    out = np.zeros(STACK_SHAPE, np.uint8)
+    for mode in TRANSPORTS:
+        with Transport(mode) as transport:
+            us = per_call_us(lambda t=transport: t.fetch(out), seconds)
+            rows.append(_row("a", mode, us, transport.bytes_per_step,
+                             "Pipe round trip incl. producer"))
+
+    # (b) stack update
+    holder = {"s": stack.copy()}
+
+    def roll() -> None:
+        holder["s"] = push_roll(holder["s"], frame)
+
+    rows.append(_row("b", "np.roll (new array)", per_call_us(roll, seconds), 2 * STACK_BYTES))
+    shifted = stack.copy()
+    rows.append(_row("b", "in-place shift", per_call_us(lambda: push_shift(shifted, frame),
+                                                        seconds), STACK_BYTES))
+    ring = RingStack(frame)
+    rows.append(_row("b", "ring buffer push", per_call_us(lambda: ring.push(frame), seconds),
+                     FRAME_BYTES, "consumer must reorder"))
+    ordered = np.zeros(STACK_SHAPE, np.uint8)
+    rows.append(_row("b", "ring buffer: consumer reads in order",
+                     per_call_us(lambda: ring.read_ordered(ordered), seconds), STACK_BYTES,
+                     "paid per read"))
+
+    # (c) false sharing: cost per record write with a neighbour writing concurrently
+    writes = 200_000
+    for align, label in ((1, "packed (28 B records)"), (64, "padded to 64 B"),
+                         (4096, "padded to 4 KiB")):
+        ns, _ = neighbour_writes(align, writes)
+        rows.append(_row("c", label, ns / 1000, RECORD.size,
+                         "2 processes, struct.pack_into per write"))
+
+    # (d) view vs copy, (e) uint8 vs float32, per env-step of a num_envs batch
+    block = OneBlock(num_envs, 1)
+    try:
+        block.obs[...] = stack
+        rows.append(_row("d", "zero-copy view", per_call_us(lambda: batch_view(block.obs),
+                                                            seconds) / num_envs, 0))
+        rows.append(_row("d", "copy out", per_call_us(lambda: batch_copy(block.obs),
+                                                      seconds) / num_envs, STACK_BYTES))
+        rows.append(_row("e", "uint8 kept", per_call_us(lambda: np.asarray(block.obs),
+                                                        seconds) / num_envs, 0))
+        rows.append(_row("e", "converted to float32",
+                         per_call_us(lambda: as_float32(block.obs), seconds) / num_envs,
+                         STACK_BYTES + 4 * STACK_BYTES, "reads uint8, writes 4x bytes"))
+    finally:
+        block.close()
+
+    # (f) one block vs one per worker: batch assembly per step, and set-up
+    workers = max(2, min(num_envs, 8))
+    for cls, label in ((OneBlock, "one block"), (PerWorkerBlocks, "one block per worker")):
+        t0 = time.perf_counter()
+        layout = cls(num_envs, workers)
+        setup_ms = 1000 * (time.perf_counter() - t0)
+        try:
+            us = per_call_us(layout.batch, seconds) / num_envs
+            nbytes = 0 if cls is OneBlock else STACK_BYTES
+            segments = 1 if cls is OneBlock else workers
+            rows.append(_row("f", label, us, nbytes,
+                             f"{segments} segment(s), set-up {setup_ms:.2f} ms"))
+        finally:
+            layout.close()
+
+    return {"benchmark": "layouts", "machine": report.machine_info(),
+            "config": {"num_envs": num_envs, "seconds": seconds}, "rows": rows}
+
+
+CASE_TITLES = {
+    "a": "(a) stack to trainer",
+    "b": "(b) stack update",
+    "c": "(c) neighbouring records",
+    "d": "(d) batch hand-over",
+    "e": "(e) consumer dtype",
+    "f": "(f) blocks",
+}
+
+
+def print_result(result: dict) -> None:
+    rows = [[CASE_TITLES[r["case"]], r["variant"], f"{r['us_per_env_step']:.3f}",
+             f"{r['bytes_per_env_step']:,}", r["note"]] for r in result["rows"]]
+    report.print_table(f"Memory layouts ({result['config']['num_envs']} envs where batched)",
+                       ["case", "variant", "µs per env-step", "bytes per env-step", "note"],
+                       rows)
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 2, figsize=(10, 8))
+    for ax, (case, title) in zip(axes.flat, CASE_TITLES.items()):
+        rows = [r for r in result["rows"] if r["case"] == case]
+        ys = list(range(len(rows)))[::-1]
+        values = [r["us_per_env_step"] for r in rows]
+        ax.barh(ys, values, color="#1f77b4")
+        ax.set_yticks(ys, [r["variant"] for r in rows], fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        for y, v in zip(ys, values):
+            ax.text(v, y, f" {v:.3g}", va="center", fontsize=7)
+        ax.margins(x=0.3)
+    fig.supxlabel("µs per env-step (each panel its own scale; lower is better)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,120 @@
+"""Printing and plotting benchmark results: rich tables, matplotlib bar charts, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on."""
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "processor": platform.processor() or platform.machine(),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["processor"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        info["load_average_at_start"] = list(os.getloadavg())
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        info["memory_bytes"] = psutil.virtual_memory().total
+    except ImportError:
+        pass
+    return info
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def write_json(path: str, data: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+
+def mib(nbytes: float | None) -> str:
+    return "—" if nbytes is None else f"{nbytes / 2**20:,.0f} MiB"
+
+
+def ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def progress():
+    """A rich progress bar writing to stderr (stdout stays clean for tables)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True)
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],
+                caption: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption, caption_justify="left")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    if not console.is_terminal:  # piped or redirected: don't squeeze into 80 columns
+        console = Console(width=130)
+    console.print(table)
+
+
+def bar_plot(path: str, labels: Sequence[str], medians: Sequence[float],
+             lows: Sequence[float], highs: Sequence[float], xlabel: str, title: str,
+             highlight: Sequence[bool] | None = None) -> None:
+    """Horizontal bars (median) with min–max whiskers, first label on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * n + 1.4))
+    ys = list(range(n))[::-1]
+    errors = [[m - lo for m, lo in zip(medians, lows)], [hi - m for m, hi in zip(medians, highs)]]
+    colors = ["#1f77b4" if not (highlight and highlight[i]) else "#d62728" for i in range(n)]
+    ax.barh(ys, medians, xerr=errors, color=colors, capsize=3, ecolor="#333333")
+    ax.set_yticks(ys, labels)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    for y, m, hi in zip(ys, medians, highs):
+        ax.text(max(m, hi), y, f"  {m:,.{0 if m >= 10 else 2}f}", va="center", fontsize=8)
+    ax.margins(x=0.15)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,210 @@
+"""``shmenv bench``: env-steps/s of shmenv against every peer and the machine's ceiling.
+
+Every contender gets the same game, env count and seeded random action stream, runs in its
+own fresh subprocess, warms up, then is timed for ``seconds``. Rounds are interleaved
+(A B C ... A B C ...) so that a noisy neighbour hurts every contender alike; the table shows
+medians and min–max over rounds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from shmenv.benchmarks import report
+from shmenv.benchmarks.harness import SubprocessError, run_isolated
+
+_MODULE = "shmenv.benchmarks.contenders"
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    label: str
+    function: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    requires: str | None = None  # a module that must import
+    install: str | None = None  # how to get it
+
+
+CONTENDERS: tuple[Contender, ...] = (
+    Contender("ceiling", "ceiling", "measure_ceiling"),
+    Contender("emulation", "emulation ceiling", "measure_ceiling",
+              {"emulation_only": True}),
+    Contender("shmenv", "shmenv", "measure_shmenv", {"maxpool": "seed"}),
+    Contender("shmenv-standard", "shmenv standard", "measure_shmenv", {"maxpool": "standard"}),
+    Contender("pipe", "Pipe baseline", "measure_pipe"),
+    Contender("gymnasium", "gymnasium Async", "measure_gymnasium"),
+    Contender("envpool", "envpool", "measure_envpool", requires="envpool",
+              install="pip install envpool"),
+    Contender("ale-vector", "ale_py vector", "measure_ale_vector",
+              requires="ale_py.vector_env", install="pip install 'ale-py>=0.11'"),
+)
+NAMES = tuple(c.name for c in CONTENDERS)
+
+
+def select(only: str | None) -> list[Contender]:
+    """The contenders named in ``only`` (comma-separated), in the canonical order."""
+    if not only:
+        return list(CONTENDERS)
+    wanted = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in NAMES]
+    if unknown:
+        raise ValueError(f"unknown contender(s) {unknown}; choose from {', '.join(NAMES)}")
+    return [c for c in CONTENDERS if c.name in wanted]
+
+
+def _missing(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except ModuleNotFoundError:
+        return True
+
+
+def run(game: str = "Breakout", num_envs: int | None = None, seconds: float = 10.0,
+        rounds: int = 3, warmup: float = 2.0, seed: int = 47, only: str | None = None,
+        show_progress: bool = True) -> dict:
+    """Measure the selected contenders; returns the JSON-able result."""
+    cores = os.cpu_count() or 1
+    num_envs = num_envs or 4 * cores
+    chosen = select(only)
+    results: dict[str, dict[str, Any]] = {}
+    runnable = []
+    for c in chosen:
+        entry: dict[str, Any] = {"name": c.name, "label": c.label, "rounds": []}
+        if c.requires and _missing(c.requires):
+            entry.update(status="skipped", reason=f"{c.requires} is not installed",
+                         install=c.install)
+        else:
+            entry["status"] = "ok"
+            runnable.append(c)
+        results[c.name] = entry
+
+    params = {"game": game, "num_envs": num_envs, "seconds": seconds, "warmup": warmup,
+              "seed": seed}
+    bar = report.progress() if show_progress else None
+    if bar:
+        bar.start()
+        task = bar.add_task("starting", total=rounds * len(runnable))
+    try:
+        for r in range(rounds):
+            for c in runnable:
+                entry = results[c.name]
+                if entry["status"] != "ok":
+                    continue
+                if bar:
+                    bar.update(task, description=f"round {r + 1}/{rounds}: {c.name}")
+                try:
+                    entry["rounds"].append(run_isolated(f"{_MODULE}:{c.function}",
+                                                        {**params, **c.kwargs}))
+                except SubprocessError as exc:
+                    entry.update(status="failed", reason=str(exc), install=c.install)
+                if bar:
+                    bar.advance(task)
+    finally:
+        if bar:
+            bar.stop()
+
+    return derive({
+        "benchmark": "throughput",
+        "machine": report.machine_info(),
+        "config": {**params, "rounds": rounds, "cores": cores,
+                   "contenders": [c.name for c in chosen]},
+        "contenders": list(results.values()),
+    })
+
+
+def derive(result: dict) -> dict:
+    """Fill in the summaries, ratios and goals from each contender's rounds (idempotent, so
+    saved results can be re-derived).
+
+    Two kinds of ratio: wall-clock (env-steps/s) and CPU (env-steps per CPU-second of all
+    the contender's processes). On a quiet machine they agree except where a contender
+    leaves cores idle; on a busy one only the CPU ratio is stable, because the scheduler
+    gives each contender a different share of the cores (it favours processes that sleep
+    and wake, as synchronous workers do, over pure CPU loops like the ceiling's).
+    """
+    results = {e["name"]: e for e in result["contenders"]}
+    for entry in results.values():
+        if entry["status"] == "ok" and entry["rounds"]:
+            rs = entry["rounds"]
+            for key in ("steps_per_s", "cpu_us_per_step", "main_thread_cpu_us_per_step",
+                        "total_cpu_us_per_step", "peak_memory_bytes"):
+                entry[key] = report.summarize([x[key] for x in rs])
+            entry["steps_per_cpu_s"] = 1e6 / entry["total_cpu_us_per_step"]["median"]
+    for name, suffix in (("ceiling", "ceiling"), ("pipe", "pipe")):
+        base = results.get(name, {})
+        for entry in results.values():
+            if "steps_per_s" in base and "steps_per_s" in entry:
+                entry[f"ratio_to_{suffix}"] = (entry["steps_per_s"]["median"]
+                                               / base["steps_per_s"]["median"])
+                entry[f"cpu_ratio_to_{suffix}"] = (entry["steps_per_cpu_s"]
+                                                   / base["steps_per_cpu_s"])
+    result["goals"] = goals(results, "steps_per_s")
+    result["goals_cpu"] = goals(results, "steps_per_cpu_s")
+    return result
+
+
+GOALS = (
+    ("shmenv / ceiling (goal >= 0.90)", "shmenv", "ceiling"),
+    ("shmenv / pipe (goal >= 2.0)", "shmenv", "pipe"),
+    ("shmenv / gymnasium (goal >= 1.5)", "shmenv", "gymnasium"),
+    ("shmenv standard / envpool (goal >= 1.0)", "shmenv-standard", "envpool"),
+)
+
+
+def goals(results: dict[str, dict], key: str) -> dict[str, float | None]:
+    """The issue's goals as ratios of ``key`` (None when a contender was not run)."""
+    def value(name: str) -> float | None:
+        v = results.get(name, {}).get(key)
+        return v["median"] if isinstance(v, dict) else v
+
+    out = {}
+    for label, a, b in GOALS:
+        x, y = value(a), value(b)
+        out[label] = x / y if x and y else None
+    return out
+
+
+def print_result(result: dict) -> None:
+    cfg = result["config"]
+    rows, skipped = [], []
+    for e in result["contenders"]:
+        if "steps_per_s" not in e:
+            skipped.append(f"{e['name']}: {e['status']} — {e.get('reason', '')}"
+                           + (f" (add it: {e['install']})" if e.get("install") else ""))
+            continue
+        s = e["steps_per_s"]
+        rows.append([e["label"], f"{s['median']:,.0f}", f"{s['min']:,.0f}–{s['max']:,.0f}",
+                     report.ratio(e.get("ratio_to_ceiling")), report.ratio(e.get("ratio_to_pipe")),
+                     report.ratio(e.get("cpu_ratio_to_ceiling")),
+                     f"{e['cpu_us_per_step']['median']:,.1f}",
+                     f"{e['total_cpu_us_per_step']['median']:,.0f}",
+                     report.mib(e["peak_memory_bytes"]["median"])])
+    caption = "\n".join(skipped) if skipped else None
+    report.print_table(
+        f"{cfg['game']}, {cfg['num_envs']} envs, {cfg['cores']} cores, "
+        f"{cfg['rounds']} × {cfg['seconds']:g} s (env-steps/s)",
+        ["contender", "steps/s", "min–max", "× ceiling", "× Pipe", "× ceiling (CPU)",
+         "main CPU µs/step", "all CPU µs/step", "peak memory"], rows, caption)
+    met = [[k, f"{v:.2f}", report.ratio(result["goals_cpu"][k])[:-1]]
+           for k, v in result["goals"].items() if v is not None]
+    if met:
+        report.print_table("goals, this run", ["goal", "env-steps/s ratio",
+                                               "env-steps per CPU-second ratio"], met)
+
+
+def plot(result: dict, path: str) -> None:
+    entries = [e for e in result["contenders"] if "steps_per_s" in e]
+    cfg = result["config"]
+    report.bar_plot(
+        path, [e["label"] for e in entries],
+        [e["steps_per_s"]["median"] for e in entries],
+        [e["steps_per_s"]["min"] for e in entries],
+        [e["steps_per_s"]["max"] for e in entries],
+        "env-steps/s (median, whiskers: min–max over rounds)",
+        f"{cfg['game']}, {cfg['num_envs']} envs on {cfg['cores']} cores",
+        highlight=[e["name"].startswith("shmenv") for e in entries],
+    )
