@@ -19,9 +19,17 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from shmenv.affinity import worker_cpus
+from shmenv.batching import (
+    ALL_ENVS,
+    AsyncBatchingMixin,
+    check_batch_size,
+    plan_async_workers,
+)
 from shmenv.block import BlockLayout, SharedBlock
 from shmenv.errors import ClosedError, WorkerDiedError, WorkerError
 from shmenv.games import GameOptions, resolve_game
+from shmenv.wire import RAW_PIPES, header_value, read_frame_into, write_frame
 from shmenv.worker import (
     OP_CLOSE,
     OP_RESEED,
@@ -74,7 +82,7 @@ def _exit_text(process: multiprocessing.process.BaseProcess) -> str:
     return f"exited with code {code}"
 
 
-class ShmVectorEnv(VectorEnv):
+class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
     """Many Atari games in worker processes, observations in one shared-memory block.
 
     Use :func:`shmenv.make` to build one. ``reset``/``step`` follow gymnasium's VectorEnv
@@ -94,6 +102,13 @@ class ShmVectorEnv(VectorEnv):
     replaces :class:`shmenv.atari.AtariGame` in the workers (it must be picklable and offer
     the same ``step``/``reset``/``reseed``/``write_final_stack`` interface); benchmarks use
     it to run a zero-cost game.
+
+    Async batches (``batch_size < num_envs``, envpool's API): ``send(actions, env_ids)`` and
+    ``recv()``; see :class:`shmenv.batching.AsyncBatchingMixin` and docs/scaling.md.
+
+    ``cpu_affinity=True`` pins worker i to the i-th core this process may use (round-robin);
+    a list of core ids pins them round-robin over that list. Where the platform has no
+    ``os.sched_setaffinity`` a ``RuntimeWarning`` is issued and the workers run unpinned.
     """
 
     def __init__(
@@ -107,6 +122,8 @@ class ShmVectorEnv(VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         context: str | None = None,
         game_factory: Callable[..., Any] | None = None,
+        batch_size: int | None = None,
+        cpu_affinity: bool | Sequence[int] = False,
         **game_options: Any,
     ) -> None:
         self._closed_reason: str | None = "it was never fully started"
@@ -120,6 +137,9 @@ class ShmVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         num_envs = int(num_envs)
         cores = multiprocessing.cpu_count()
+        batch_size = check_batch_size(batch_size, num_envs)
+        if batch_size < num_envs:  # async: whole workers per batch (see shmenv.batching)
+            num_workers = plan_async_workers(num_envs, batch_size, num_workers, cores)
         if num_workers is None:
             num_workers = min(num_envs, cores)
         if not isinstance(num_workers, (int, np.integer)) or not 1 <= num_workers <= num_envs:
@@ -140,6 +160,8 @@ class ShmVectorEnv(VectorEnv):
         self._seeds = _env_seeds(seed, num_envs)
         self._game_factory = game_factory
         self._env_ranges = _split(num_envs, self.num_workers)
+        self.batch_size = batch_size
+        self._worker_cpus = worker_cpus(cpu_affinity, self.num_workers)
 
         self._block = SharedBlock.create(BlockLayout(num_envs, options.obs_shape))
         self._finalizer = weakref.finalize(self, _shutdown, self._conns, self._processes,
@@ -170,7 +192,7 @@ class ShmVectorEnv(VectorEnv):
                 env_start=start, env_stop=stop, game=self.game,
                 seeds=tuple(self._seeds[start:stop]), options=self.options,
                 same_step_autoreset=self._same_step, write_final_obs=self._same_step,
-                game_factory=self._game_factory,
+                game_factory=self._game_factory, cpu=self._worker_cpus[index],
             )
             parent_end, child_end = ctx.Pipe()
             inherited = tuple(c.fileno() for c in self._conns) + (parent_end.fileno(),)
@@ -204,18 +226,23 @@ class ShmVectorEnv(VectorEnv):
     def _init_buffers(self) -> None:
         """Everything the hot path reuses, allocated once."""
         num_envs, num_workers = self.num_envs, self.num_workers
-        # One int32 command buffer; worker w's message is [opcode, its actions...].
-        self._commands = np.zeros(num_envs + num_workers, dtype=np.int32)
-        self._opcode_slots = np.array([start + w for w, (start, _) in
+        # One int32 command buffer; worker w's frame is [pipe header, opcode, its actions...]
+        # (the header is multiprocessing's length prefix, so each frame is one write).
+        self._commands = np.zeros(num_envs + 2 * num_workers, dtype=np.int32)
+        self._opcode_slots = np.array([start + 2 * w + 1 for w, (start, _) in
                                        enumerate(self._env_ranges)])
         self._action_slots = np.concatenate(
-            [np.arange(start, stop) + w + 1 for w, (start, stop) in enumerate(self._env_ranges)]
+            [np.arange(start, stop) + 2 * w + 2
+             for w, (start, stop) in enumerate(self._env_ranges)]
         )
         commands_bytes = memoryview(self._commands).cast("B")
-        self._command_views = [
-            commands_bytes[4 * (start + w): 4 * (stop + w + 1)]
-            for w, (start, stop) in enumerate(self._env_ranges)
-        ]
+        self._command_frames = []
+        for w, (start, stop) in enumerate(self._env_ranges):
+            self._commands[start + 2 * w] = header_value(4 * (1 + stop - start))
+            self._command_frames.append(commands_bytes[4 * (start + 2 * w): 4 * (stop + 2 * w + 2)])
+        self._command_views = [frame[4:] for frame in self._command_frames]  # payload only
+        self._fds = [conn.fileno() for conn in self._conns]
+        self._reply_header = bytearray(4)
         # Replies land straight in one record array, worker by worker.
         self._replies = np.zeros(num_envs, dtype=REPLY_DTYPE)
         replies_bytes = memoryview(self._replies).cast("B")
@@ -225,6 +252,8 @@ class ShmVectorEnv(VectorEnv):
         self._pending: list[int] = []
         self._episode_start = np.full(num_envs, time.perf_counter())
         self._prev_dones = np.zeros(num_envs, dtype=bool)
+        self._env_ids = np.arange(num_envs)
+        self._init_async_state()
 
     def _describe_worker(self, index: int) -> str:
         start, stop = self._env_ranges[index]
@@ -240,9 +269,17 @@ class ShmVectorEnv(VectorEnv):
 
     def _send(self, opcode: int) -> None:
         self._commands[self._opcode_slots] = opcode
-        for conn, view in zip(self._conns, self._command_views):
-            conn.send_bytes(view)
+        self._send_frames(range(self.num_workers))
         self._pending = list(range(self.num_workers))
+
+    def _send_frames(self, workers: Sequence[int]) -> None:
+        """Send each listed worker its prepared command frame: one write per worker."""
+        if RAW_PIPES:
+            for index in workers:
+                write_frame(self._fds[index], self._command_frames[index])
+        else:
+            for index in workers:
+                self._conns[index].send_bytes(self._command_views[index])
 
     def _gather(self) -> None:
         """Read every worker's reply into ``self._replies``, in worker order.
@@ -254,7 +291,11 @@ class ShmVectorEnv(VectorEnv):
             index = self._pending[0]
             view = self._reply_views[index]
             try:
-                nbytes = self._conns[index].recv_bytes_into(view)
+                if RAW_PIPES:  # one readv into the record array (see shmenv.wire)
+                    error_reply = read_frame_into(self._fds[index], self._reply_header, view)
+                else:
+                    nbytes = self._conns[index].recv_bytes_into(view)
+                    error_reply = None if nbytes == len(view) else bytes(view[:nbytes])
             except multiprocessing.BufferTooShort as exc:
                 error_reply = exc.args[0]
             except (EOFError, OSError):
@@ -263,8 +304,6 @@ class ShmVectorEnv(VectorEnv):
                     f"{self._describe_worker(index)} {_exit_text(self._processes[index])}. "
                     "All workers were stopped and this env is closed; create a new one."
                 ))
-            else:
-                error_reply = None if nbytes == len(view) else bytes(view[:nbytes])
             self._pending.pop(0)
             if error_reply is not None:
                 self._raise_worker_error(index, error_reply)
@@ -301,31 +340,44 @@ class ShmVectorEnv(VectorEnv):
                              f"{self.game} has actions 0..{self._num_actions - 1}")
         return array
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                          dict[str, Any]]:
-        """Step every env once. See the class docstring for what ``obs`` is."""
+    def step(self, actions: Any, env_ids: Any = None) -> tuple[
+            np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every env once. See the class docstring for what ``obs`` is.
+
+        With ``env_ids`` (async mode, envpool's convention) this is ``send(actions, env_ids)``
+        then ``recv()``: it returns the next ready batch, which need not be those envs.
+        """
+        if env_ids is not None:
+            self.send(actions, env_ids)
+            return self.recv()
         self._check_open()
         actions = self._validate_actions(actions)
+        self._check_idle("step(actions)")
         self._drain()
         self._commands[self._action_slots] = actions
         self._send(OP_STEP)
         self._gather()
         return self._results()
 
-    def _results(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                dict[str, Any]]:
-        replies = self._replies
+    def _results(self, envs: slice | np.ndarray = ALL_ENVS) -> tuple[
+            np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Outputs for the envs ``envs`` selects (all of them for ``step``), from their
+        latest replies; numpy over the batch, a Python loop only over envs that just ended."""
+        replies = self._replies[envs]
+        count = len(replies)
         rewards = replies["reward"].copy()
         terminations = replies["terminated"].astype(bool)
         truncations = replies["truncated"].astype(bool)
         infos: dict[str, Any] = {"lives": replies["lives"].copy(),
-                                 "_lives": np.ones(self.num_envs, dtype=bool)}
+                                 "_lives": np.ones(count, dtype=bool)}
         now = time.perf_counter()
-        if not self._same_step and self._prev_dones.any():
-            self._episode_start[self._prev_dones] = now  # NEXT_STEP: this step was a reset
+        if not self._same_step:
+            reset_now = self._prev_dones[envs]
+            if reset_now.any():  # NEXT_STEP: this step was a reset
+                self._episode_start[self._env_ids[envs][reset_now]] = now
         dones = terminations | truncations
         if dones.any():
-            elapsed = np.round(now - self._episode_start, 6)
+            elapsed = np.round(now - self._episode_start[envs], 6)
             infos["episode"] = {
                 "r": np.where(dones, replies["episode_return"], 0.0),
                 "l": np.where(dones, replies["episode_length"], 0),
@@ -333,15 +385,15 @@ class ShmVectorEnv(VectorEnv):
             }
             infos["_episode"] = dones
             if self._same_step:
-                self._episode_start[dones] = now
-                final_obs = np.full(self.num_envs, None, dtype=object)
-                for env in np.flatnonzero(dones):
-                    final_obs[env] = self._block.final_obs[env].copy()
+                ended = self._env_ids[envs][dones]
+                self._episode_start[ended] = now
+                final_obs = np.full(count, None, dtype=object)
+                for position, final in zip(np.flatnonzero(dones), self._block.final_obs[ended]):
+                    final_obs[position] = final  # rows of one fresh gather
                 infos["final_obs"] = final_obs
                 infos["_final_obs"] = dones.copy()
-        self._prev_dones = dones
-        obs = self._block.obs.copy() if self.copy else self._block.obs
-        return obs, rewards, terminations, truncations, infos
+        self._prev_dones[envs] = dones
+        return self._obs_for(envs), rewards, terminations, truncations, infos
 
     def reset(
         self,
@@ -353,11 +405,20 @@ class ShmVectorEnv(VectorEnv):
 
         ``seed=s`` reseeds env i with ``s + i`` (a sequence gives each env its own seed);
         reseeding reloads the ROM (~0.2 s per env), so do it once, not every episode.
+
+        In async mode (``batch_size < num_envs``) this follows envpool: every env is reset,
+        and ``(obs, infos)`` of the first ``batch_size`` ready ones are returned, with
+        ``infos["env_id"]``; the rest come out of the next ``recv()`` calls.
         """
         self._check_open()
         if options:
             raise ValueError(f"ShmVectorEnv.reset takes no options, got {sorted(options)}")
+        if self.batch_size < self.num_envs:  # async mode: envpool's reset (shmenv.batching)
+            self.async_reset(seed=seed)
+            obs, _rewards, _terminations, _truncations, infos = self.recv()
+            return obs, infos
         seeds = None if seed is None else _env_seeds(seed, self.num_envs)
+        self._drop_in_flight()
         self._drain()
         if seeds is None:
             self._send(OP_RESET)

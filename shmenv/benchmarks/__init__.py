@@ -1,0 +1,1 @@
+"""Benchmark helpers: games and workloads used to measure shmenv itself."""
