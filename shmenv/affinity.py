@@ -10,17 +10,17 @@ from __future__ import annotations
 import operator
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 CAN_PIN = hasattr(os, "sched_setaffinity") and hasattr(os, "sched_getaffinity")
 
 
-def worker_cpus(cpu_affinity: bool | Sequence[int], num_workers: int) -> list[int | None]:
+def worker_cpus(cpu_affinity: bool | Iterable[int], num_workers: int) -> list[int | None]:
     """The core for each worker (None = unpinned), assigned round-robin.
 
-    ``True`` uses the cores this process may run on, in order; a sequence of core ids uses
-    those. ``False`` pins nothing. Where pinning is unsupported a ``RuntimeWarning`` is
-    issued and nothing is pinned.
+    ``True`` uses the cores this process may run on, in order; a sequence (or array) of
+    core ids uses those. ``False`` pins nothing. Where pinning is unsupported a
+    ``RuntimeWarning`` is issued and nothing is pinned.
     """
     if cpu_affinity is False or cpu_affinity is None:
         return [None] * num_workers
@@ -32,14 +32,16 @@ def worker_cpus(cpu_affinity: bool | Sequence[int], num_workers: int) -> list[in
     allowed = sorted(os.sched_getaffinity(0))
     if cpu_affinity is True:
         cores = allowed
-    elif isinstance(cpu_affinity, (str, bytes)) or not isinstance(cpu_affinity, Sequence):
-        raise TypeError("cpu_affinity must be True, False or a sequence of core ids, "
-                        f"got {cpu_affinity!r}")
     else:
-        if not cpu_affinity:
-            raise ValueError("cpu_affinity is an empty list; pass core ids, True or False")
+        try:
+            requested = [] if isinstance(cpu_affinity, (str, bytes)) else list(cpu_affinity)
+        except TypeError:
+            requested = []
+        if not requested:
+            raise TypeError("cpu_affinity must be True, False or a non-empty sequence of "
+                            f"core ids, got {cpu_affinity!r}")
         cores = []
-        for core in cpu_affinity:
+        for core in requested:
             if isinstance(core, bool):
                 raise TypeError(f"cpu_affinity core ids must be ints, got {core!r}")
             try:
