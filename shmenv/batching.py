@@ -96,6 +96,11 @@ class AsyncBatchingMixin:
         self._next_seq = 0
         self._in_flight = 0  # workers sent a command whose result recv() has not returned
         self._recv_batch: list[int] = []  # workers chosen by a recv() that was interrupted
+        # The last recv()'s env ids (read-only) and workers: send(actions, those ids) skips
+        # re-deriving the workers, the common case of an envpool loop.
+        self._returned_ids: np.ndarray | None = None
+        self._returned_workers: list[int] = []
+        self._returned_slots: np.ndarray | None = None
         self._recv_chosen = False
         self._send_mask = np.zeros(self.num_envs, dtype=bool)
         self._gather_obs: np.ndarray | None = None
@@ -110,17 +115,23 @@ class AsyncBatchingMixin:
         does. Returns at once; collect the results with :meth:`recv`.
         """
         self._check_open()
-        ids = self._env_ids if env_ids is None else self._check_env_ids(env_ids)
+        if env_ids is not None and env_ids is self._returned_ids:  # read-only: unchanged
+            ids, workers, slots = env_ids, self._returned_workers, self._returned_slots
+        else:
+            ids = self._env_ids if env_ids is None else self._check_env_ids(env_ids)
+            workers = self._workers_of(ids)
+            slots = self._action_slots[ids]
         actions = self._check_batch_actions(actions, ids)
-        workers = self._workers_of(ids)
         busy = [w for w in workers if self._send_seq[w] >= 0]
         if busy:
             start, stop = self._env_ranges[busy[0]]
             raise ValueError(f"envs {start}-{stop - 1} are already in flight: recv() their "
                              "results before sending them new actions")
         self._drain()  # replies owed by an interrupted synchronous call
-        self._commands[self._action_slots[ids]] = actions
-        self._commands[self._opcode_slots[workers]] = OP_STEP
+        commands = self._commands
+        commands[slots] = actions
+        for index in workers:
+            commands[self._opcode_slots[index]] = OP_STEP
         self._mark_in_flight(workers)
         self._send_frames(workers)
 
@@ -151,10 +162,14 @@ class AsyncBatchingMixin:
         if last - first + 1 == len(workers):  # adjacent workers: a view of the block
             start, stop = self._env_ranges[first][0], self._env_ranges[last][1]
             envs: slice | np.ndarray = slice(start, stop)
-            env_ids = np.arange(start, stop)
+            env_ids = self._env_ids[start:stop].copy()
+            self._returned_slots = self._action_slots[envs]
         else:
             env_ids = envs = np.concatenate([self._worker_env_ids[w] for w in workers])
+            self._returned_slots = self._action_slots[envs]
         obs, rewards, terminations, truncations, infos = self._results(envs)
+        env_ids.flags.writeable = False  # so that send() can trust it by identity
+        self._returned_ids, self._returned_workers = env_ids, workers
         infos["env_id"] = env_ids
         return obs, rewards, terminations, truncations, infos
 

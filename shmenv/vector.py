@@ -253,6 +253,11 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
         self._episode_start = np.full(num_envs, time.perf_counter())
         self._prev_dones = np.zeros(num_envs, dtype=bool)
         self._env_ids = np.arange(num_envs)
+        # Column views of the records and a row of Trues, made once: _results only slices.
+        self._columns = {name: self._replies[name] for name in REPLY_DTYPE.names}
+        for flag in ("terminated", "truncated"):
+            self._columns[flag] = self._columns[flag].view(bool)
+        self._all_true = np.ones(num_envs, dtype=bool)
         self._init_async_state()
 
     def _describe_worker(self, index: int) -> str:
@@ -363,13 +368,13 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
             np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Outputs for the envs ``envs`` selects (all of them for ``step``), from their
         latest replies; numpy over the batch, a Python loop only over envs that just ended."""
-        replies = self._replies[envs]
-        count = len(replies)
-        rewards = replies["reward"].copy()
-        terminations = replies["terminated"].astype(bool)
-        truncations = replies["truncated"].astype(bool)
-        infos: dict[str, Any] = {"lives": replies["lives"].copy(),
-                                 "_lives": np.ones(count, dtype=bool)}
+        columns = self._columns
+        rewards = columns["reward"][envs].copy()
+        terminations = columns["terminated"][envs].copy()
+        truncations = columns["truncated"][envs].copy()
+        count = len(rewards)
+        infos: dict[str, Any] = {"lives": columns["lives"][envs].copy(),
+                                 "_lives": self._all_true[:count].copy()}
         now = time.perf_counter()
         if not self._same_step:
             reset_now = self._prev_dones[envs]
@@ -379,8 +384,8 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
         if dones.any():
             elapsed = np.round(now - self._episode_start[envs], 6)
             infos["episode"] = {
-                "r": np.where(dones, replies["episode_return"], 0.0),
-                "l": np.where(dones, replies["episode_length"], 0),
+                "r": np.where(dones, columns["episode_return"][envs], 0.0),
+                "l": np.where(dones, columns["episode_length"][envs], 0),
                 "t": np.where(dones, elapsed, 0.0),
             }
             infos["_episode"] = dones
@@ -392,7 +397,8 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
                     final_obs[position] = final  # rows of one fresh gather
                 infos["final_obs"] = final_obs
                 infos["_final_obs"] = dones.copy()
-        self._prev_dones[envs] = dones
+        if not self._same_step:
+            self._prev_dones[envs] = dones
         return self._obs_for(envs), rewards, terminations, truncations, infos
 
     def reset(
