@@ -382,18 +382,20 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
                 self._episode_start[self._env_ids[envs][reset_now]] = now
         dones = terminations | truncations
         if dones.any():
-            elapsed = np.round(now - self._episode_start[envs], 6)
-            infos["episode"] = {
-                "r": np.where(dones, columns["episode_return"][envs], 0.0),
-                "l": np.where(dones, columns["episode_length"][envs], 0),
-                "t": np.where(dones, elapsed, 0.0),
-            }
+            ended = np.flatnonzero(dones)  # positions in this batch
+            ended_ids = self._env_ids[envs][ended]
+            episode_return, episode_length, elapsed = (
+                np.zeros(count), np.zeros(count, dtype=np.int32), np.zeros(count))
+            episode_return[ended] = columns["episode_return"][ended_ids]
+            episode_length[ended] = columns["episode_length"][ended_ids]
+            # np.round(x, 6) as RecordEpisodeStatistics does, without its Python overhead
+            elapsed[ended] = np.rint((now - self._episode_start[ended_ids]) * 1e6) / 1e6
+            infos["episode"] = {"r": episode_return, "l": episode_length, "t": elapsed}
             infos["_episode"] = dones
             if self._same_step:
-                ended = self._env_ids[envs][dones]
-                self._episode_start[ended] = now
-                final_obs = np.full(count, None, dtype=object)
-                for position, final in zip(np.flatnonzero(dones), self._block.final_obs[ended]):
+                self._episode_start[ended_ids] = now
+                final_obs = np.empty(count, dtype=object)  # all None
+                for position, final in zip(ended.tolist(), self._block.final_obs[ended_ids]):
                     final_obs[position] = final  # rows of one fresh gather
                 infos["final_obs"] = final_obs
                 infos["_final_obs"] = dones.copy()
