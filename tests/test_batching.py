@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import os
 import time
 from multiprocessing.connection import wait
 
@@ -240,3 +241,40 @@ def test_misuse_gets_clear_errors(no_leaked_segments):
         env.recv()
         with pytest.raises(RuntimeError, match="only 0 are in flight"):
             env.recv()
+
+
+DEATH_SCRIPT = """
+import os, signal, time, numpy as np, shmenv
+from shmenv.benchmarks.nullgame import NullGame
+
+class HangingGame(NullGame):
+    def step(self, action):
+        if action == 3:
+            time.sleep(60)  # killed long before this returns
+        return super().step(action)
+
+if __name__ == "__main__":
+    env = shmenv.make("Breakout", 4, seed=0, batch_size=2, num_workers=2,
+                      game_factory=HangingGame)
+    env.reset()
+    env.recv()  # both workers idle now
+    env.send(np.full(2, 3), np.array([2, 3]))  # worker 1 hangs in its step
+    time.sleep(0.2)
+    os.kill(env._processes[1].pid, signal.SIGKILL)
+    try:
+        env.recv()
+    except shmenv.WorkerDiedError as exc:
+        print("raised:", exc)
+"""
+
+
+def test_a_worker_killed_while_in_flight_is_reported_not_waited_for(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "death.py"
+    script.write_text(DEATH_SCRIPT)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=60, env={**os.environ})
+    assert "raised: shmenv worker 1" in result.stdout, result.stderr
+    assert "SIGKILL" in result.stdout
