@@ -210,10 +210,12 @@ def test_obs_is_a_view_when_contiguous_and_one_gather_otherwise(no_leaked_segmen
         assert env._in_flight == 0
         env.send(np.array([1]), np.array([0]))
         env.send(np.array([2, 3]), np.array([1, 2]))
+        wait_until_all_in_flight_replied(env)
         obs, rewards, _te, _tr, infos = env.recv()  # envs 0 and 1: adjacent
         assert infos["env_id"].tolist() == [0, 1] and rewards.tolist() == [1, 2]
         assert np.shares_memory(obs, env._block.obs)
         env.send(np.array([1, 2]), np.array([3, 0]))  # in flight: 0, 2, 3 (2 is oldest)
+        wait_until_all_in_flight_replied(env)
         obs, rewards, _te, _tr, infos = env.recv()
         assert infos["env_id"].tolist() == [0, 2] and rewards.tolist() == [2, 3]
         assert not np.shares_memory(obs, env._block.obs)
@@ -227,7 +229,7 @@ def test_misuse_gets_clear_errors(no_leaked_segments):
         with pytest.raises(RuntimeError, match="in flight"):
             env.step(np.zeros(8, dtype=np.int64))
         with pytest.raises(ValueError, match="already in flight"):
-            env.send(np.zeros(4, dtype=np.int64), (infos["env_id"] + 4) % 8)
+            env.send(np.zeros(4, dtype=np.int64), np.setdiff1d(np.arange(8), infos["env_id"]))
         with pytest.raises(ValueError, match="whole workers"):
             env.send(np.zeros(1, dtype=np.int64), infos["env_id"][:1])
         with pytest.raises(ValueError, match="more than once"):
