@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
 
     for num_envs in env_counts:
         run("NullGame sync", num_envs, game_factory=NullGame)
-        if num_envs > 8:
+        if num_envs >= 8 and min(num_envs, cores) != 8:  # 8 workers, unless that is the default
             run("NullGame sync", num_envs, game_factory=NullGame, num_workers=8)
         if args.batches:
             run("NullGame async (n/2)", num_envs, game_factory=NullGame,
