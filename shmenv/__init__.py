@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from gymnasium.vector import AutoresetMode
@@ -28,6 +29,8 @@ def make(
     num_workers: int | None = None,
     copy: bool = False,
     autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
+    batch_size: int | None = None,
+    cpu_affinity: bool | Sequence[int] = False,
     **game_options: Any,
 ) -> ShmVectorEnv:
     """Create a :class:`ShmVectorEnv` running ``num_envs`` copies of ``game``.
@@ -39,12 +42,19 @@ def make(
         num_workers: worker processes; default ``min(num_envs, os.cpu_count())``.
         copy: return fresh obs arrays instead of views of the shared block.
         autoreset_mode: ``SAME_STEP`` (default, the seed's behaviour) or ``NEXT_STEP``.
+        batch_size: below ``num_envs``, async mode (envpool's API): ``send(actions,
+            env_ids)`` and ``recv()`` returning the first ``batch_size`` ready envs with
+            ``infos["env_id"]``; see :mod:`shmenv.batching` and docs/scaling.md.
+        cpu_affinity: ``True`` pins workers round-robin to the cores this process may use,
+            a list of core ids pins them round-robin to those; unsupported platforms warn
+            and run unpinned.
         **game_options: see :class:`GameOptions` (``frame_skip``, ``maxpool``, ...), plus
             ``context`` (multiprocessing start method) and ``game_factory`` as accepted by
             :class:`ShmVectorEnv`.
     """
     return ShmVectorEnv(game, num_envs, seed=seed, num_workers=num_workers, copy=copy,
-                        autoreset_mode=autoreset_mode, **game_options)
+                        autoreset_mode=autoreset_mode, batch_size=batch_size,
+                        cpu_affinity=cpu_affinity, **game_options)
 
 
 __all__ = [

@@ -19,9 +19,17 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from shmenv.affinity import worker_cpus
+from shmenv.batching import (
+    ALL_ENVS,
+    AsyncBatchingMixin,
+    check_batch_size,
+    plan_async_workers,
+)
 from shmenv.block import BlockLayout, SharedBlock
 from shmenv.errors import ClosedError, WorkerDiedError, WorkerError, describe_exit
 from shmenv.games import GameOptions, resolve_game
+from shmenv.wire import RAW_PIPES, header_value, read_frame_into, write_frame
 from shmenv.worker import (
     OP_CLOSE,
     OP_RESEED,
@@ -63,7 +71,7 @@ def _split(num_envs: int, num_workers: int) -> list[tuple[int, int]]:
     return ranges
 
 
-class ShmVectorEnv(VectorEnv):
+class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
     """Many Atari games in worker processes, observations in one shared-memory block.
 
     Use :func:`shmenv.make` to build one. ``reset``/``step`` follow gymnasium's VectorEnv
@@ -83,6 +91,13 @@ class ShmVectorEnv(VectorEnv):
     replaces :class:`shmenv.atari.AtariGame` in the workers (it must be picklable and offer
     the same ``step``/``reset``/``reseed``/``write_final_stack`` interface); benchmarks use
     it to run a zero-cost game.
+
+    Async batches (``batch_size < num_envs``, envpool's API): ``send(actions, env_ids)`` and
+    ``recv()``; see :class:`shmenv.batching.AsyncBatchingMixin` and docs/scaling.md.
+
+    ``cpu_affinity=True`` pins worker i to the i-th core this process may use (round-robin);
+    a list of core ids pins them round-robin over that list. Where the platform has no
+    ``os.sched_setaffinity`` a ``RuntimeWarning`` is issued and the workers run unpinned.
     """
 
     def __init__(
@@ -96,6 +111,8 @@ class ShmVectorEnv(VectorEnv):
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         context: str | None = None,
         game_factory: Callable[..., Any] | None = None,
+        batch_size: int | None = None,
+        cpu_affinity: bool | Sequence[int] = False,
         **game_options: Any,
     ) -> None:
         self._closed_reason: str | None = "it was never fully started"
@@ -109,6 +126,9 @@ class ShmVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         num_envs = int(num_envs)
         cores = multiprocessing.cpu_count()
+        batch_size = check_batch_size(batch_size, num_envs)
+        if batch_size < num_envs:  # async: whole workers per batch (see shmenv.batching)
+            num_workers = plan_async_workers(num_envs, batch_size, num_workers, cores)
         if num_workers is None:
             num_workers = min(num_envs, cores)
         if not isinstance(num_workers, (int, np.integer)) or not 1 <= num_workers <= num_envs:
@@ -129,6 +149,8 @@ class ShmVectorEnv(VectorEnv):
         self._seeds = _env_seeds(seed, num_envs)
         self._game_factory = game_factory
         self._env_ranges = _split(num_envs, self.num_workers)
+        self.batch_size = batch_size
+        self._worker_cpus = worker_cpus(cpu_affinity, self.num_workers)
 
         self._block = SharedBlock.create(BlockLayout(num_envs, options.obs_shape))
         self._finalizer = weakref.finalize(self, _shutdown, self._conns, self._processes,
@@ -159,7 +181,7 @@ class ShmVectorEnv(VectorEnv):
                 env_start=start, env_stop=stop, game=self.game,
                 seeds=tuple(self._seeds[start:stop]), options=self.options,
                 same_step_autoreset=self._same_step, write_final_obs=self._same_step,
-                game_factory=self._game_factory,
+                game_factory=self._game_factory, cpu=self._worker_cpus[index],
             )
             parent_end, child_end = ctx.Pipe()
             inherited = tuple(c.fileno() for c in self._conns) + (parent_end.fileno(),)
@@ -196,18 +218,23 @@ class ShmVectorEnv(VectorEnv):
     def _init_buffers(self) -> None:
         """Everything the hot path reuses, allocated once."""
         num_envs, num_workers = self.num_envs, self.num_workers
-        # One int32 command buffer; worker w's message is [opcode, its actions...].
-        self._commands = np.zeros(num_envs + num_workers, dtype=np.int32)
-        self._opcode_slots = np.array([start + w for w, (start, _) in
+        # One int32 command buffer; worker w's frame is [pipe header, opcode, its actions...]
+        # (the header is multiprocessing's length prefix, so each frame is one write).
+        self._commands = np.zeros(num_envs + 2 * num_workers, dtype=np.int32)
+        self._opcode_slots = np.array([start + 2 * w + 1 for w, (start, _) in
                                        enumerate(self._env_ranges)])
         self._action_slots = np.concatenate(
-            [np.arange(start, stop) + w + 1 for w, (start, stop) in enumerate(self._env_ranges)]
+            [np.arange(start, stop) + 2 * w + 2
+             for w, (start, stop) in enumerate(self._env_ranges)]
         )
         commands_bytes = memoryview(self._commands).cast("B")
-        self._command_views = [
-            commands_bytes[4 * (start + w): 4 * (stop + w + 1)]
-            for w, (start, stop) in enumerate(self._env_ranges)
-        ]
+        self._command_frames = []
+        for w, (start, stop) in enumerate(self._env_ranges):
+            self._commands[start + 2 * w] = header_value(4 * (1 + stop - start))
+            self._command_frames.append(commands_bytes[4 * (start + 2 * w): 4 * (stop + 2 * w + 2)])
+        self._command_views = [frame[4:] for frame in self._command_frames]  # payload only
+        self._fds = [conn.fileno() for conn in self._conns]
+        self._reply_header = bytearray(4)
         # Replies land straight in one record array, worker by worker.
         self._replies = np.zeros(num_envs, dtype=REPLY_DTYPE)
         replies_bytes = memoryview(self._replies).cast("B")
@@ -215,9 +242,16 @@ class ShmVectorEnv(VectorEnv):
         self._reply_views = [replies_bytes[size * start: size * stop]
                              for start, stop in self._env_ranges]
         self._pending: list[int] = []
-        self._in_flight = False  # commands sent, replies not all read yet; see _drain
+        self._unread_replies = False  # commands sent, replies not all read yet; see _drain
         self._episode_start = np.full(num_envs, time.perf_counter())
         self._prev_dones = np.zeros(num_envs, dtype=bool)
+        self._env_ids = np.arange(num_envs)
+        # Column views of the records and a row of Trues, made once: _results only slices.
+        self._columns = {name: self._replies[name] for name in REPLY_DTYPE.names}
+        for flag in ("terminated", "truncated"):
+            self._columns[flag] = self._columns[flag].view(bool)
+        self._all_true = np.ones(num_envs, dtype=bool)
+        self._init_async_state()
 
     def _describe_worker(self, index: int) -> str:
         start, stop = self._env_ranges[index]
@@ -235,13 +269,20 @@ class ShmVectorEnv(VectorEnv):
         self._commands[self._opcode_slots] = opcode
         # Set before the first byte goes out and cleared only once every reply was read:
         # if an exception (Ctrl-C) lands anywhere in between, the next call sees it set.
-        self._in_flight = True
-        for index, (conn, view) in enumerate(zip(self._conns, self._command_views)):
+        self._unread_replies = True
+        self._send_frames(range(self.num_workers))
+        self._pending = list(range(self.num_workers))
+
+    def _send_frames(self, workers: Sequence[int]) -> None:
+        """Send each listed worker its prepared command frame: one write per worker."""
+        for index in workers:
             try:
-                conn.send_bytes(view)
+                if RAW_PIPES:
+                    write_frame(self._fds[index], self._command_frames[index])
+                else:
+                    self._conns[index].send_bytes(self._command_views[index])
             except OSError:
                 self._worker_died(index)
-        self._pending = list(range(self.num_workers))
 
     def _worker_died(self, index: int) -> None:
         how, code = describe_exit(self._processes[index])
@@ -260,17 +301,19 @@ class ShmVectorEnv(VectorEnv):
             index = self._pending[0]
             view = self._reply_views[index]
             try:
-                nbytes = self._conns[index].recv_bytes_into(view)
+                if RAW_PIPES:  # one readv into the record array (see shmenv.wire)
+                    error_reply = read_frame_into(self._fds[index], self._reply_header, view)
+                else:
+                    nbytes = self._conns[index].recv_bytes_into(view)
+                    error_reply = None if nbytes == len(view) else bytes(view[:nbytes])
             except multiprocessing.BufferTooShort as exc:
                 error_reply = exc.args[0]
             except (EOFError, OSError):
                 self._worker_died(index)
-            else:
-                error_reply = None if nbytes == len(view) else bytes(view[:nbytes])
             self._pending.pop(0)
             if error_reply is not None:
                 self._raise_worker_error(index, error_reply)
-        self._in_flight = False
+        self._unread_replies = False
 
     def _raise_worker_error(self, index: int, payload: bytes) -> None:
         parsed = parse_error_payload(payload)
@@ -296,7 +339,7 @@ class ShmVectorEnv(VectorEnv):
         a command may never have been sent. Resynchronizing discards what is unread, so the
         next call reads its own replies.
         """
-        if self._in_flight:
+        if self._unread_replies:
             self._pending.clear()
             for index, conn in enumerate(self._conns):
                 try:
@@ -308,7 +351,7 @@ class ShmVectorEnv(VectorEnv):
                         f"{self._describe_worker(index)} did not answer within "
                         f"{RESYNC_TIMEOUT_S:.0f} s after an interrupted call; all workers "
                         "were stopped and this env is closed."))
-            self._in_flight = False
+            self._unread_replies = False
 
     def _validate_actions(self, actions: Any) -> np.ndarray:
         """The actions as an integer array, or a ValueError/TypeError naming the first bad
@@ -334,47 +377,63 @@ class ShmVectorEnv(VectorEnv):
                              f"{self.game} has actions 0..{self._num_actions - 1}")
         return array
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                          dict[str, Any]]:
-        """Step every env once. See the class docstring for what ``obs`` is."""
+    def step(self, actions: Any, env_ids: Any = None) -> tuple[
+            np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every env once. See the class docstring for what ``obs`` is.
+
+        With ``env_ids`` (async mode, envpool's convention) this is ``send(actions, env_ids)``
+        then ``recv()``: it returns the next ready batch, which need not be those envs.
+        """
+        if env_ids is not None:
+            self.send(actions, env_ids)
+            return self.recv()
         self._check_open()
         actions = self._validate_actions(actions)
+        self._check_idle("step(actions)")
         self._drain()
         self._commands[self._action_slots] = actions
         self._send(OP_STEP)
         self._gather()
         return self._results()
 
-    def _results(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                dict[str, Any]]:
-        replies = self._replies
-        rewards = replies["reward"].copy()
-        terminations = replies["terminated"].astype(bool)
-        truncations = replies["truncated"].astype(bool)
-        infos: dict[str, Any] = {"lives": replies["lives"].copy(),
-                                 "_lives": np.ones(self.num_envs, dtype=bool)}
+    def _results(self, envs: slice | np.ndarray = ALL_ENVS) -> tuple[
+            np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Outputs for the envs ``envs`` selects (all of them for ``step``), from their
+        latest replies; numpy over the batch, a Python loop only over envs that just ended."""
+        columns = self._columns
+        rewards = columns["reward"][envs].copy()
+        terminations = columns["terminated"][envs].copy()
+        truncations = columns["truncated"][envs].copy()
+        count = len(rewards)
+        infos: dict[str, Any] = {"lives": columns["lives"][envs].copy(),
+                                 "_lives": self._all_true[:count].copy()}
         now = time.perf_counter()
-        if not self._same_step and self._prev_dones.any():
-            self._episode_start[self._prev_dones] = now  # NEXT_STEP: this step was a reset
+        if not self._same_step:
+            reset_now = self._prev_dones[envs]
+            if reset_now.any():  # NEXT_STEP: this step was a reset
+                self._episode_start[self._env_ids[envs][reset_now]] = now
         dones = terminations | truncations
         if dones.any():
-            elapsed = np.round(now - self._episode_start, 6)
-            infos["episode"] = {
-                "r": np.where(dones, replies["episode_return"], 0.0),
-                "l": np.where(dones, replies["episode_length"], 0),
-                "t": np.where(dones, elapsed, 0.0),
-            }
+            ended = np.flatnonzero(dones)  # positions in this batch
+            ended_ids = self._env_ids[envs][ended]
+            episode_return, episode_length, elapsed = (
+                np.zeros(count), np.zeros(count, dtype=np.int32), np.zeros(count))
+            episode_return[ended] = columns["episode_return"][ended_ids]
+            episode_length[ended] = columns["episode_length"][ended_ids]
+            # np.round(x, 6) as RecordEpisodeStatistics does, without its Python overhead
+            elapsed[ended] = np.rint((now - self._episode_start[ended_ids]) * 1e6) / 1e6
+            infos["episode"] = {"r": episode_return, "l": episode_length, "t": elapsed}
             infos["_episode"] = dones
             if self._same_step:
-                self._episode_start[dones] = now
-                final_obs = np.full(self.num_envs, None, dtype=object)
-                for env in np.flatnonzero(dones):
-                    final_obs[env] = self._block.final_obs[env].copy()
+                self._episode_start[ended_ids] = now
+                final_obs = np.empty(count, dtype=object)  # all None
+                for position, final in zip(ended.tolist(), self._block.final_obs[ended_ids]):
+                    final_obs[position] = final  # rows of one fresh gather
                 infos["final_obs"] = final_obs
                 infos["_final_obs"] = dones.copy()
-        self._prev_dones = dones
-        obs = self._block.obs.copy() if self.copy else self._block.obs
-        return obs, rewards, terminations, truncations, infos
+        if not self._same_step:
+            self._prev_dones[envs] = dones
+        return self._obs_for(envs), rewards, terminations, truncations, infos
 
     def reset(
         self,
@@ -386,11 +445,20 @@ class ShmVectorEnv(VectorEnv):
 
         ``seed=s`` reseeds env i with ``s + i`` (a sequence gives each env its own seed);
         reseeding reloads the ROM (~0.2 s per env), so do it once, not every episode.
+
+        In async mode (``batch_size < num_envs``) this follows envpool: every env is reset,
+        and ``(obs, infos)`` of the first ``batch_size`` ready ones are returned, with
+        ``infos["env_id"]``; the rest come out of the next ``recv()`` calls.
         """
         self._check_open()
         if options:
             raise ValueError(f"ShmVectorEnv.reset takes no options, got {sorted(options)}")
+        if self.batch_size < self.num_envs:  # async mode: envpool's reset (shmenv.batching)
+            self.async_reset(seed=seed)
+            obs, _rewards, _terminations, _truncations, infos = self.recv()
+            return obs, infos
         seeds = None if seed is None else _env_seeds(seed, self.num_envs)
+        self._drop_in_flight()
         self._drain()
         if seeds is None:
             self._send(OP_RESET)

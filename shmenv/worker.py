@@ -72,6 +72,7 @@ class WorkerSpec:
     same_step_autoreset: bool
     write_final_obs: bool
     game_factory: Callable[..., Any] | None = None
+    cpu: int | None = None  # core to pin this worker to (None: unpinned)
 
 
 def error_payload(exc: BaseException, reply_nbytes: int) -> bytes:
@@ -156,8 +157,10 @@ def run_worker(conn: Connection, spec: WorkerSpec, fds_to_close: tuple[int, ...]
     block = None
     try:
         try:
+            from shmenv.affinity import pin_current_process
             from shmenv.atari import AtariGame
 
+            pin_current_process(spec.cpu)
             make_game = spec.game_factory or AtariGame
             block = SharedBlock.attach(spec.block_name, spec.layout)
             games = []

@@ -40,6 +40,7 @@ def no_leaked_segments():
     assert not leaked, f"test leaked shared-memory segments: {sorted(leaked)}"
 
 
+
 def action_stream(seed: int, steps: int, num_envs: int, num_actions: int) -> np.ndarray:
     """The fixed random action stream the equivalence tests replay: (steps, num_envs)."""
     return np.random.default_rng(seed).integers(0, num_actions, size=(steps, num_envs))

@@ -288,7 +288,7 @@ def test_malformed_actions_raise_naming_index_and_value(breakout_pair, actions, 
     with pytest.raises(error) as info:
         env.step(actions)
     assert text in str(info.value)
-    assert not env._pending and not env._in_flight  # nothing was sent to a worker
+    assert not env._pending and not env._unread_replies  # nothing was sent to a worker
 
 
 def test_envs_unchanged_by_rejected_actions(breakout_pair):
