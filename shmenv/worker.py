@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from shmenv.affinity import pin_current_process
+from shmenv.atari import AtariGame  # imported here so that forked workers inherit it loaded
 from shmenv.block import BlockLayout, SharedBlock
 from shmenv.games import GameOptions
 
@@ -157,9 +159,6 @@ def run_worker(conn: Connection, spec: WorkerSpec, fds_to_close: tuple[int, ...]
     block = None
     try:
         try:
-            from shmenv.affinity import pin_current_process
-            from shmenv.atari import AtariGame
-
             pin_current_process(spec.cpu)
             make_game = spec.game_factory or AtariGame
             block = SharedBlock.attach(spec.block_name, spec.layout)
