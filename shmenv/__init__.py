@@ -49,8 +49,9 @@ def make(
             a list of core ids pins them round-robin to those; unsupported platforms warn
             and run unpinned.
         **game_options: see :class:`GameOptions` (``frame_skip``, ``maxpool``, ...), plus
-            ``context`` (multiprocessing start method) and ``game_factory`` as accepted by
-            :class:`ShmVectorEnv`.
+            ``context`` (multiprocessing start method), ``game_factory`` and
+            ``worker_spin_us`` (how long a worker polls for its next command before
+            sleeping) as accepted by :class:`ShmVectorEnv`.
     """
     return ShmVectorEnv(game, num_envs, seed=seed, num_workers=num_workers, copy=copy,
                         autoreset_mode=autoreset_mode, batch_size=batch_size,
