@@ -143,16 +143,8 @@ def measure_shmenv(game: str, num_envs: int, seconds: float, warmup: float, seed
                    maxpool: str = "seed") -> dict:
     import shmenv
 
-    with MemorySampler() as sampler:
-        env = shmenv.make(game, num_envs, seed=seed, maxpool=maxpool)
-        try:
-            env.reset()
-            cycle = ActionCycle(action_stream(seed, num_envs, int(env.single_action_space.n)))
-            result = time_step_loop(lambda: env.step(cycle.next()), num_envs, warmup, seconds,
-                                    sampler)
-        finally:
-            env.close()
-    return result.as_dict()
+    return _measure_vector(lambda: shmenv.make(game, num_envs, seed=seed, maxpool=maxpool),
+                           num_envs, seconds, warmup, seed)
 
 
 def measure_pipe(game: str, num_envs: int, seconds: float, warmup: float, seed: int) -> dict:
