@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import select
-import time
 from collections.abc import Sequence
 from multiprocessing.connection import wait as wait_connections
 from typing import Any
@@ -192,8 +191,6 @@ class AsyncBatchingMixin:
             for conn, (start, stop) in zip(self._conns, self._env_ranges):
                 conn.send(seeds[start:stop])
             self._seeds = seeds
-        self._episode_start[:] = time.perf_counter()
-        self._prev_dones[:] = False
 
     # ------------------------------------------------------------------ helpers
     def _obs_for(self, envs: slice | np.ndarray) -> np.ndarray:

@@ -269,14 +269,11 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
                              for start, stop in self._env_ranges]
         self._pending: list[int] = []
         self._unread_replies = False  # commands sent, replies not all read yet; see _drain
-        self._episode_start = np.full(num_envs, time.perf_counter())
-        self._prev_dones = np.zeros(num_envs, dtype=bool)
         self._env_ids = np.arange(num_envs)
         # Column views of the records and a row of Trues, made once: _results only slices.
         self._columns = {name: self._replies[name] for name in REPLY_DTYPE.names}
         for flag in ("terminated", "truncated"):
             self._columns[flag] = self._columns[flag].view(bool)
-        self._all_true = np.ones(num_envs, dtype=bool)
         self._init_async_state()
 
     def _describe_worker(self, index: int) -> str:
@@ -425,40 +422,30 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
     def _results(self, envs: slice | np.ndarray = ALL_ENVS) -> tuple[
             np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Outputs for the envs ``envs`` selects (all of them for ``step``), from their
-        latest replies; numpy over the batch, a Python loop only over envs that just ended."""
+        latest replies: a copy of each reply column, and a Python loop only over the envs
+        whose episode just ended (their ``final_obs``). The workers already zero the
+        episode columns of envs that did not end, so they go out as they are."""
         columns = self._columns
         rewards = columns["reward"][envs].copy()
         terminations = columns["terminated"][envs].copy()
         truncations = columns["truncated"][envs].copy()
         count = len(rewards)
         infos: dict[str, Any] = {"lives": columns["lives"][envs].copy(),
-                                 "_lives": self._all_true[:count].copy()}
-        now = time.perf_counter()
-        if not self._same_step:
-            reset_now = self._prev_dones[envs]
-            if reset_now.any():  # NEXT_STEP: this step was a reset
-                self._episode_start[self._env_ids[envs][reset_now]] = now
+                                 "_lives": np.ones(count, dtype=bool)}
         dones = terminations | truncations
         if dones.any():
-            ended = np.flatnonzero(dones)  # positions in this batch
-            ended_ids = self._env_ids[envs][ended]
-            episode_return, episode_length, elapsed = (
-                np.zeros(count), np.zeros(count, dtype=np.int32), np.zeros(count))
-            episode_return[ended] = columns["episode_return"][ended_ids]
-            episode_length[ended] = columns["episode_length"][ended_ids]
-            # np.round(x, 6) as RecordEpisodeStatistics does, without its Python overhead
-            elapsed[ended] = np.rint((now - self._episode_start[ended_ids]) * 1e6) / 1e6
-            infos["episode"] = {"r": episode_return, "l": episode_length, "t": elapsed}
+            infos["episode"] = {"r": columns["episode_return"][envs].copy(),
+                                "l": columns["episode_length"][envs].copy(),
+                                "t": columns["episode_time"][envs].copy()}
             infos["_episode"] = dones
             if self._same_step:
-                self._episode_start[ended_ids] = now
+                ended = np.flatnonzero(dones)  # positions in this batch
                 final_obs = np.empty(count, dtype=object)  # all None
-                for position, final in zip(ended.tolist(), self._block.final_obs[ended_ids]):
+                for position, final in zip(ended.tolist(),
+                                           self._block.final_obs[self._env_ids[envs][ended]]):
                     final_obs[position] = final  # rows of one fresh gather
                 infos["final_obs"] = final_obs
                 infos["_final_obs"] = dones.copy()
-        if not self._same_step:
-            self._prev_dones[envs] = dones
         return self._obs_for(envs), rewards, terminations, truncations, infos
 
     def reset(
@@ -497,8 +484,6 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
                     self._worker_died(index)
             self._seeds = seeds
         self._gather()
-        self._episode_start[:] = time.perf_counter()
-        self._prev_dones[:] = False
         obs = self._block.obs.copy() if self.copy else self._block.obs
         return obs, {"lives": self._replies["lives"].copy(),
                      "_lives": np.ones(self.num_envs, dtype=bool)}

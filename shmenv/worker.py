@@ -8,7 +8,7 @@ travel: each game writes its stack straight into its slot of the shared block.
 Wire format (all little-endian, no pickling on the hot path):
 
 * command: ``int32[1 + k]`` = ``[opcode, action_0, ..., action_{k-1}]``
-* reply:   ``k`` records of :data:`REPLY_DTYPE` (28 bytes each)
+* reply:   ``k`` records of :data:`REPLY_DTYPE` (36 bytes each)
 * error:   :data:`ERROR_MAGIC` + pickled ``(type name, message, traceback text)``, padded so
   it is always longer than a reply; the main process detects it by its length alone.
 * sync:    command ``int32[2]`` = ``[OP_SYNC, nonce]``, reply :data:`SYNC_MAGIC` + the nonce's
@@ -46,16 +46,20 @@ OP_RESEED = 3  # followed by one pickled message: the new per-env seeds
 OP_CLOSE = 4
 OP_SYNC = 5  # followed by a nonce in the same command; answered with SYNC_MAGIC + nonce
 
-_RECORD = struct.Struct("<ddiiBBBx")
+_RECORD = struct.Struct("<dddiiBBBx")
 REPLY_DTYPE = np.dtype(
     {
-        "names": ["reward", "episode_return", "episode_length", "lives",
+        "names": ["reward", "episode_return", "episode_time", "episode_length", "lives",
                   "terminated", "truncated", "has_final_obs"],
-        "formats": ["<f8", "<f8", "<i4", "<i4", "u1", "u1", "u1"],
-        "offsets": [0, 8, 16, 20, 24, 25, 26],
+        "formats": ["<f8", "<f8", "<f8", "<i4", "<i4", "u1", "u1", "u1"],
+        "offsets": [0, 8, 16, 24, 28, 32, 33, 34],
         "itemsize": _RECORD.size,
     }
 )
+"""One env's reply. ``episode_return``, ``episode_time`` (wall seconds since the episode's
+reset, rounded to µs as gymnasium's RecordEpisodeStatistics rounds it) and
+``episode_length`` are 0 unless the episode ended this step, so the main process can hand
+the columns out as they are, without per-env work."""
 SPIN_BACKOFF_STEPS = 8
 ERROR_MAGIC = b"\x00shmenv-worker-error\x00"
 SYNC_MAGIC = b"\x00shmenv-worker-sync\x00"
@@ -199,6 +203,7 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list,
     actions = command[1:]
     final_obs = block.final_obs[spec.env_start:spec.env_stop]
     needs_reset = [False] * num_envs
+    episode_started = [perf_counter()] * num_envs  # wall time of each episode's reset
     same_step = spec.same_step_autoreset
     write_final = spec.write_final_obs
     pack = _RECORD.pack_into
@@ -235,22 +240,26 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list,
                     if needs_reset[j]:  # NEXT_STEP autoreset: this step only resets
                         needs_reset[j] = False
                         game.reset()
-                        pack(replies, j * size, 0.0, 0.0, 0, game.lives, 0, 0, 0)
+                        episode_started[j] = perf_counter()
+                        pack(replies, j * size, 0.0, 0.0, 0.0, 0, game.lives, 0, 0, 0)
                         continue
                     reward, terminated, truncated = game.step(int(actions[j]))
                     if not (terminated or truncated):
-                        pack(replies, j * size, reward, 0.0, 0, game.lives, 0, 0, 0)
+                        pack(replies, j * size, reward, 0.0, 0.0, 0, game.lives, 0, 0, 0)
                         continue
+                    ended_at = perf_counter()
+                    episode_time = round(ended_at - episode_started[j], 6)
                     episode_return, episode_length = game.episode_return, game.episode_length
                     if same_step:
                         if write_final:
                             game.write_final_stack(final_obs[j])
                         game.reset()
+                        episode_started[j] = ended_at
                     else:
                         game.write_final_stack(game.stack)
                         needs_reset[j] = True
-                    pack(replies, j * size, reward, episode_return, episode_length,
-                         game.lives, terminated, truncated, same_step and write_final)
+                    pack(replies, j * size, reward, episode_return, episode_time,
+                         episode_length, game.lives, terminated, truncated, same_step and write_final)
             elif opcode in (OP_RESET, OP_RESEED):
                 seeds = None
                 if opcode == OP_RESEED:
@@ -264,7 +273,8 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list,
                         game.reseed(seeds[j])
                     game.reset()
                     needs_reset[j] = False
-                    pack(replies, j * size, 0.0, 0.0, 0, game.lives, 0, 0, 0)
+                    episode_started[j] = perf_counter()
+                    pack(replies, j * size, 0.0, 0.0, 0.0, 0, game.lives, 0, 0, 0)
             elif opcode == OP_CLOSE:
                 return
             else:
