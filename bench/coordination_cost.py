@@ -8,6 +8,7 @@ children and not counted), so sleeping in the kernel costs nothing and spinning 
     PYTHONPATH=$PWD python bench/coordination_cost.py                # NullGame table
     PYTHONPATH=$PWD python bench/coordination_cost.py --breakout     # + Breakout rows
     PYTHONPATH=$PWD python bench/coordination_cost.py --async --gymnasium
+    PYTHONPATH=$PWD python bench/coordination_cost.py --breakout --direct  # relay vs not
 
 Rows: 8/32/64 envs with the default workers (min(envs, cores)) and with 8 workers;
 ``--async`` adds batch_size = envs/2 rows (send/recv), ``--gymnasium`` adds gymnasium's
@@ -105,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gymnasium", action="store_true",
                         help="add gymnasium AsyncVectorEnv rows (zero-cost env)")
     parser.add_argument("--cpu-affinity", action="store_true", help="pin workers")
+    parser.add_argument("--direct", action="store_true",
+                        help="add sync rows with relay_fanout=0: the main writes to and reads "
+                             "from every worker itself (shmenv before relayed steps)")
     args = parser.parse_args(argv)
     env_counts = [int(n) for n in args.envs.split(",")]
     cores = os.cpu_count() or 1
@@ -123,8 +127,13 @@ def main(argv: list[str] | None = None) -> None:
 
     for num_envs in env_counts:
         run("NullGame sync", num_envs, game_factory=NullGame)
+        if args.direct:
+            run("NullGame sync, direct", num_envs, game_factory=NullGame, relay_fanout=0)
         if num_envs >= 8 and min(num_envs, cores) != 8:  # 8 workers, unless that is the default
             run("NullGame sync", num_envs, game_factory=NullGame, num_workers=8)
+            if args.direct:
+                run("NullGame sync, direct", num_envs, game_factory=NullGame, num_workers=8,
+                    relay_fanout=0)
         if args.batches:
             run("NullGame async (n/2)", num_envs, game_factory=NullGame,
                 batch_size=num_envs // 2)
@@ -134,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.breakout:
         for workers in (None, 8):
             run("Breakout sync", 64, num_workers=workers)
+            if args.direct:
+                run("Breakout sync, direct", 64, num_workers=workers, relay_fanout=0)
 
     print(f"\nMain-process CPU per env-step ({cores} cores; getrusage user+sys of the main)\n")
     print(f"{'contender':<28} {'envs':>5} {'workers':>8} {'main us/env-step':>17} "

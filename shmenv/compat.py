@@ -185,8 +185,8 @@ class WorkerPipe:
         return stack, float(record["reward"]), done, info
 
     def _raise_worker_error(self, payload: bytes) -> None:
-        parsed = parse_error_payload(payload) or ("Error", "malformed reply", "")
-        type_name, message, trace = parsed
+        parsed = parse_error_payload(payload) or ("Error", "malformed reply", "", 0)
+        type_name, message, trace, _worker = parsed
         self._fail(WorkerError(f"{self._describe()} raised {type_name}: {message}\n\n"
                                f"Worker traceback:\n{trace}", type_name, trace))
 

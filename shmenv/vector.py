@@ -32,10 +32,12 @@ from shmenv.errors import ClosedError, WorkerDiedError, WorkerError, describe_ex
 from shmenv.games import GameOptions, resolve_game
 from shmenv.wire import RAW_PIPES, header_value, read_frame_into, write_frame
 from shmenv.worker import (
+    DIED,
     OP_CLOSE,
     OP_RESEED,
     OP_RESET,
     OP_STEP,
+    RELAY,
     REPLY_DTYPE,
     WorkerSpec,
     parse_error_payload,
@@ -75,6 +77,31 @@ def _spin_budget(worker_spin_us: float | None, num_workers: int) -> float:
     if not isinstance(worker_spin_us, (int, float)) or worker_spin_us < 0:
         raise ValueError(f"worker_spin_us must be a number >= 0, got {worker_spin_us!r}")
     return float(worker_spin_us)
+
+
+DEFAULT_RELAY_FANOUT = 8
+
+
+def relay_tree(num_workers: int, fanout: int) -> list[list[int]]:
+    """The relay tree's children of each worker: worker 0 is the root, and workers are
+    numbered in pre-order, so each subtree is a run of consecutive workers (hence of
+    consecutive envs) and a relayed command or reply for it is one contiguous slice.
+    Subtrees under one parent differ in size by at most one."""
+    children: list[list[int]] = [[] for _ in range(num_workers)]
+
+    def build(root: int, size: int) -> None:  # workers root .. root + size - 1
+        below = size - 1
+        count = min(fanout, below)
+        first = root + 1
+        for k in range(count):
+            part = below // count + (1 if k < below % count else 0)
+            children[root].append(first)
+            build(first, part)
+            first += part
+
+    if num_workers:
+        build(0, num_workers)
+    return children
 
 
 def _split(num_envs: int, num_workers: int) -> list[tuple[int, int]]:
@@ -118,6 +145,13 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
     to hundreds of µs. Default: 500 when every worker can have a core of its own, else 0
     (never spin on an oversubscribed machine). 0 turns it off.
 
+    ``relay_fanout`` (default 8): a synchronous ``step`` goes through a relay tree of the
+    workers with up to this many children each: the main process writes one command to
+    worker 0 and reads one reply for all envs, and workers pass slices down and replies up
+    (:class:`shmenv.worker.Relay`). This makes the main's cost per step nearly independent
+    of the number of workers. 0: the main writes to and reads from every worker itself.
+    Async batches always address workers one by one.
+
     ``cpu_affinity=True`` pins worker i to the i-th core this process may use (round-robin);
     a list of core ids pins them round-robin over that list. Where the platform has no
     ``os.sched_setaffinity`` a ``RuntimeWarning`` is issued and the workers run unpinned.
@@ -137,6 +171,7 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
         batch_size: int | None = None,
         cpu_affinity: bool | Sequence[int] = False,
         worker_spin_us: float | None = None,
+        relay_fanout: int = DEFAULT_RELAY_FANOUT,
         **game_options: Any,
     ) -> None:
         self._closed_reason: str | None = "it was never fully started"
@@ -176,6 +211,14 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
         self.batch_size = batch_size
         self._worker_cpus = worker_cpus(cpu_affinity, self.num_workers)
         self._worker_spin_us = _spin_budget(worker_spin_us, self.num_workers)
+        if (isinstance(relay_fanout, bool) or not isinstance(relay_fanout, (int, np.integer))
+                or relay_fanout < 0):
+            raise ValueError(f"relay_fanout must be an int >= 0, got {relay_fanout!r}")
+        # Relayed steps need raw pipe I/O and only serve synchronous steps of 2+ workers.
+        self._relay = (RAW_PIPES and relay_fanout > 0 and batch_size == num_envs
+                       and self.num_workers > 1)
+        self._relay_children = (relay_tree(self.num_workers, int(relay_fanout)) if self._relay
+                                else [[] for _ in range(self.num_workers)])
 
         self._block = SharedBlock.create(BlockLayout(num_envs, options.obs_shape))
         self._finalizer = weakref.finalize(self, _shutdown, self._conns, self._processes,
@@ -199,8 +242,24 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
     # ----------------------------------------------------------------- start-up
     def _start_workers(self, context: str | None) -> int:
         ctx = multiprocessing.get_context(context)
+        # All pipes first: a worker gets the main's ends of its relay children's pipes.
+        pipes = [ctx.Pipe() for _ in self._env_ranges]
+        self._conns.extend(parent_end for parent_end, _child_end in pipes)
+        try:
+            self._start_processes(ctx, pipes)
+        finally:
+            for _parent_end, child_end in pipes:
+                child_end.close()
+        return self._wait_until_ready()
+
+    def _start_processes(self, ctx: Any, pipes: list[tuple[Connection, Connection]]) -> None:
         forked = ctx.get_start_method() == "fork"
+        subtree_stops = [stop for _start, stop in self._env_ranges]
+        for index in reversed(range(self.num_workers)):  # children come after their parent
+            if self._relay_children[index]:
+                subtree_stops[index] = subtree_stops[self._relay_children[index][-1]]
         for index, (start, stop) in enumerate(self._env_ranges):
+            children = self._relay_children[index]
             spec = WorkerSpec(
                 index=index, block_name=self._block.name, layout=self._block.layout,
                 env_start=start, env_stop=stop, game=self.game,
@@ -208,19 +267,27 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
                 same_step_autoreset=self._same_step, write_final_obs=self._same_step,
                 game_factory=self._game_factory, cpu=self._worker_cpus[index],
                 spin_us=self._worker_spin_us,
+                relay_children=tuple((child, self._env_ranges[child][0], subtree_stops[child])
+                                     for child in children),
             )
-            parent_end, child_end = ctx.Pipe()
-            inherited = tuple(c.fileno() for c in self._conns) + (parent_end.fileno(),)
+            child_end = pipes[index][1]
+            child_conns = tuple(self._conns[child] for child in children)
+            # A forked child inherits every descriptor open here; it keeps only its own end
+            # and its relay children's, so that each pipe's EOF still means one worker died.
+            keep = {child_end.fileno()} | {conn.fileno() for conn in child_conns}
+            inherited = tuple(conn.fileno() for pipe in pipes for conn in pipe
+                              if not conn.closed and conn.fileno() not in keep)
             process = ctx.Process(
-                target=run_worker, args=(child_end, spec, inherited if forked else ()),
+                target=run_worker,
+                args=(child_end, spec, inherited if forked else (), child_conns),
                 name=f"shmenv-worker-{index}", daemon=True,
             )
             with sigint_blocked():  # a Ctrl-C now must not reach a half-started worker
                 process.start()
             child_end.close()
             self._processes.append(process)
-            self._conns.append(parent_end)
 
+    def _wait_until_ready(self) -> int:
         num_actions = None
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         for index, (conn, process) in enumerate(zip(self._conns, self._processes)):
@@ -267,6 +334,13 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
         size = REPLY_DTYPE.itemsize
         self._reply_views = [replies_bytes[size * start: size * stop]
                              for start, stop in self._env_ranges]
+        # A relayed step: one frame [pipe header, OP_STEP | RELAY, every env's action] to
+        # worker 0, one reply covering every env back (see shmenv.worker.Relay).
+        self._relay_command = np.zeros(2 + num_envs, dtype=np.int32)
+        self._relay_command[:2] = header_value(4 * (1 + num_envs)), OP_STEP | RELAY
+        self._relay_actions = self._relay_command[2:]
+        self._relay_frame = memoryview(self._relay_command).cast("B")
+        self._all_replies = replies_bytes
         self._pending: list[int] = []
         self._unread_replies = False  # commands sent, replies not all read yet; see _drain
         self._env_ids = np.arange(num_envs)
@@ -342,7 +416,9 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
         parsed = parse_error_payload(payload)
         if parsed is None:
             self._fail(WorkerError(f"{self._describe_worker(index)} sent a malformed reply"))
-        type_name, message, trace = parsed
+        type_name, message, trace, index = parsed  # the worker it happened in (relayed steps)
+        if type_name == DIED:
+            self._worker_died(index)
         self._fail(WorkerError(f"{self._describe_worker(index)} raised {type_name}: "
                                f"{message}\n\nWorker traceback:\n{trace}", type_name, trace))
 
@@ -414,10 +490,27 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
         actions = self._validate_actions(actions)
         self._check_idle("step(actions)")
         self._drain()
-        self._commands[self._action_slots] = actions
-        self._send(OP_STEP)
-        self._gather()
+        if self._relay:
+            self._relayed_step(actions)
+        else:
+            self._commands[self._action_slots] = actions
+            self._send(OP_STEP)
+            self._gather()
         return self._results()
+
+    def _relayed_step(self, actions: np.ndarray) -> None:
+        """One synchronous step through the relay tree: one write, one read (see
+        :class:`shmenv.worker.Relay`)."""
+        self._relay_actions[:] = actions
+        self._unread_replies = True
+        try:
+            write_frame(self._fds[0], self._relay_frame)
+            error_reply = read_frame_into(self._fds[0], self._reply_header, self._all_replies)
+        except (EOFError, OSError):
+            self._worker_died(0)
+        if error_reply is not None:
+            self._raise_worker_error(0, error_reply)
+        self._unread_replies = False
 
     def _results(self, envs: slice | np.ndarray = ALL_ENVS) -> tuple[
             np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:

@@ -39,12 +39,14 @@ from shmenv.affinity import pin_current_process
 from shmenv.atari import AtariGame  # imported here so that forked workers inherit it loaded
 from shmenv.block import BlockLayout, SharedBlock
 from shmenv.games import GameOptions
+from shmenv.wire import header_value, read_frame_into, write_frame
 
 OP_STEP = 1
 OP_RESET = 2
 OP_RESEED = 3  # followed by one pickled message: the new per-env seeds
 OP_CLOSE = 4
 OP_SYNC = 5  # followed by a nonce in the same command; answered with SYNC_MAGIC + nonce
+RELAY = 0x100  # flag on OP_STEP: the command holds the actions of this worker's whole subtree
 
 _RECORD = struct.Struct("<dddiiBBBx")
 REPLY_DTYPE = np.dtype(
@@ -82,19 +84,35 @@ class WorkerSpec:
     game_factory: Callable[..., Any] | None = None
     cpu: int | None = None  # core to pin this worker to (None: unpinned)
     spin_us: float = 0.0  # longest poll for the next command before sleeping (see _serve)
+    # Relayed steps (see Relay): for each child in the relay tree, (worker index, first env,
+    # env stop) of that child's whole subtree, in env order, right after this worker's envs.
+    relay_children: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def subtree_stop(self) -> int:
+        """End of the env range this worker answers for when it relays a step."""
+        return self.relay_children[-1][2] if self.relay_children else self.env_stop
 
 
-def error_payload(exc: BaseException, reply_nbytes: int) -> bytes:
-    body = ERROR_MAGIC + pickle.dumps(
-        (type(exc).__name__, str(exc), traceback.format_exc())
-    )
-    return body.ljust(reply_nbytes + 1, b"\x00")
+DIED = "<died>"  # type name of an error report about a relay child that vanished
 
 
-def parse_error_payload(payload: bytes) -> tuple[str, str, str] | None:
+def error_payload(exc: BaseException, reply_nbytes: int, worker: int = 0) -> bytes:
+    """An error report from ``worker``, padded to be longer than any reply it replaces."""
+    return _error_payload((type(exc).__name__, str(exc), traceback.format_exc(), worker),
+                          reply_nbytes)
+
+
+def _error_payload(report: tuple[str, str, str, int], reply_nbytes: int) -> bytes:
+    return (ERROR_MAGIC + pickle.dumps(report)).ljust(reply_nbytes + 1, b"\x00")
+
+
+def parse_error_payload(payload: bytes) -> tuple[str, str, str, int] | None:
+    """``(type name, message, traceback, index of the worker it happened in)``, or None if
+    ``payload`` is not an error report. Type name :data:`DIED`: that worker is gone."""
     if not payload.startswith(ERROR_MAGIC):
         return None
-    return pickle.loads(payload[len(ERROR_MAGIC):])
+    return pickle.loads(payload[len(ERROR_MAGIC):])  # ignores the padding
 
 
 def resynchronize(conn: Connection, timeout: float) -> None:
@@ -154,8 +172,10 @@ def _quiet_process() -> None:
     cv2.setNumThreads(1)  # OpenCV's own threads only fight the other workers for cores
 
 
-def run_worker(conn: Connection, spec: WorkerSpec, fds_to_close: tuple[int, ...] = ()) -> None:
-    """Entry point of a worker process."""
+def run_worker(conn: Connection, spec: WorkerSpec, fds_to_close: tuple[int, ...] = (),
+               child_conns: tuple[Connection, ...] = ()) -> None:
+    """Entry point of a worker process. ``child_conns``: the main process's ends of the
+    pipes of this worker's relay children (``spec.relay_children``), for relayed steps."""
     _quiet_process()
     for fd in fds_to_close:  # a forked child inherits its siblings' pipe ends; drop them
         try:
@@ -184,7 +204,7 @@ def run_worker(conn: Connection, spec: WorkerSpec, fds_to_close: tuple[int, ...]
             conn.send(("error", (type(exc).__name__, str(exc), traceback.format_exc())))
             return
         conn.send(("ready", games[0].num_actions))
-        _serve(conn, spec, block, games, num_envs)
+        _serve(conn, spec, block, games, num_envs, Relay(spec, child_conns))
     except (EOFError, OSError):
         # The main process is gone (killed): nothing to report to. If it died during
         # start-up, before it unlinked the block's name, remove the name ourselves so
@@ -195,12 +215,85 @@ def run_worker(conn: Connection, spec: WorkerSpec, fds_to_close: tuple[int, ...]
             block.close()
 
 
+class Relay:
+    """Passes a relayed step down this worker's part of the relay tree and its replies up.
+
+    Why: in a synchronous step the main process would otherwise write one command to and
+    read one reply from every worker, and each of those wakes a process: on a VM about 20 µs
+    of the main's CPU per worker per step, the largest part of its cost at 8+ workers. With
+    the relay tree (see ``shmenv.vector.relay_tree``) the main writes one command to worker
+    0 and reads one reply. Each worker forwards to its children the slices of the command
+    that cover their subtrees, steps its own envs, then reads its children's replies
+    straight into its own reply buffer and sends the whole range up. Every message is still
+    one command or one reply of one worker's subtree on a Pipe (the design card's rule).
+
+    Worker-to-worker streams are never left half-read: workers ignore Ctrl-C, so a relaying
+    worker always reads every reply it asked for before it answers anything else.
+    """
+
+    def __init__(self, spec: WorkerSpec, child_conns: tuple[Connection, ...]) -> None:
+        self.index = spec.index
+        self.children = [(worker, start - spec.env_start, stop - spec.env_start, conn.fileno())
+                         for (worker, start, stop), conn in zip(spec.relay_children, child_conns)]
+        self._conns = child_conns  # keeps the descriptors open
+        self._frames = []  # per child: [pipe header, opcode, its subtree's actions]
+        for _worker, start, stop, _fd in self.children:
+            frame = np.zeros(2 + stop - start, dtype=np.int32)
+            frame[0] = header_value(4 * (1 + stop - start))
+            self._frames.append(frame)
+        self._header = bytearray(4)
+
+    def forward(self, opcode: int, actions: np.ndarray) -> list[tuple[int, int]]:
+        """Send each child ``opcode`` (relayed in turn) and its subtree's slice of
+        ``actions`` (this worker's subtree, env-relative).
+        Returns the children it reached, as ``(worker, fd)``; a child that is gone is
+        reported by :meth:`collect`."""
+        reached = []
+        for (worker, start, stop, fd), frame in zip(self.children, self._frames):
+            frame[1] = opcode
+            frame[2:] = actions[start:stop]
+            try:
+                write_frame(fd, memoryview(frame).cast("B"))
+            except OSError:
+                continue
+            reached.append((worker, fd))
+        return reached
+
+    def collect(self, reached: list[tuple[int, int]], replies: memoryview,
+                record_size: int) -> tuple[str, str, str, int] | None:
+        """Read every reached child's reply into its rows of ``replies``. Returns the first
+        error report among them (a child's own, or :data:`DIED` for one that is gone)."""
+        first_error = None
+        reached_fds = dict(reached)
+        for worker, start, stop, _fd in self.children:
+            fd = reached_fds.get(worker)
+            report = None
+            if fd is None:
+                report = (DIED, "", "", worker)
+            else:
+                try:
+                    payload = read_frame_into(fd, self._header,
+                                              replies[start * record_size:stop * record_size])
+                except (EOFError, OSError):
+                    payload = None
+                    report = (DIED, "", "", worker)
+                if payload is not None:
+                    report = parse_error_payload(payload) or (
+                        "WorkerError", "malformed reply", "", worker)
+            if report is not None and first_error is None:
+                first_error = report
+        return first_error
+
+
 def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list,
-           num_envs: int) -> None:
-    command = np.zeros(1 + num_envs, dtype=np.int32)
-    replies = bytearray(_RECORD.size * num_envs)
+           num_envs: int, relay: Relay) -> None:
+    subtree_envs = spec.subtree_stop - spec.env_start
+    command = np.zeros(1 + subtree_envs, dtype=np.int32)  # room for a relayed step
+    subtree_replies = memoryview(bytearray(_RECORD.size * subtree_envs))
+    replies = subtree_replies[:_RECORD.size * num_envs]  # this worker's own envs
     reply_nbytes = len(replies)
-    actions = command[1:]
+    actions = command[1:1 + num_envs]
+    subtree_actions = command[1:]
     final_obs = block.final_obs[spec.env_start:spec.env_stop]
     needs_reset = [False] * num_envs
     episode_started = [perf_counter()] * num_envs  # wall time of each episode's reset
@@ -234,6 +327,11 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list,
         if opcode == OP_SYNC:
             conn.send_bytes(_sync_reply(command))
             continue
+        relayed = None
+        if opcode == OP_STEP | RELAY:
+            relayed = relay.forward(opcode, subtree_actions)  # children first: they run
+            opcode = OP_STEP  # while this worker steps its own envs
+        error = None
         try:
             if opcode == OP_STEP:
                 for j, game in enumerate(games):
@@ -259,7 +357,8 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list,
                         game.write_final_stack(game.stack)
                         needs_reset[j] = True
                     pack(replies, j * size, reward, episode_return, episode_time,
-                         episode_length, game.lives, terminated, truncated, same_step and write_final)
+                         episode_length, game.lives, terminated, truncated,
+                         same_step and write_final)
             elif opcode in (OP_RESET, OP_RESEED):
                 seeds = None
                 if opcode == OP_RESEED:
@@ -280,8 +379,16 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list,
             else:
                 raise ValueError(f"unknown opcode {opcode}")
         except Exception as exc:
-            conn.send_bytes(error_payload(exc, reply_nbytes))
+            error = error_payload(exc, reply_nbytes, spec.index)
+        if relayed is not None:
+            child_error = relay.collect(relayed, subtree_replies, size)
+            if error is None and child_error is not None:
+                error = _error_payload(child_error, len(subtree_replies))
+            elif error is not None:
+                error = error.ljust(len(subtree_replies) + 1, b"\x00")
+        if error is not None:
+            conn.send_bytes(error)
             continue
-        conn.send_bytes(replies)
+        conn.send_bytes(subtree_replies if relayed is not None else replies)
         replied_at = perf_counter()
         spin_window = min(spin_cap, 0.1 * (replied_at - arrived))
