@@ -23,6 +23,7 @@ import contextlib
 import os
 import pickle
 import secrets
+import select
 import signal
 import struct
 import time
@@ -242,6 +243,10 @@ class Relay:
             frame[0] = header_value(4 * (1 + stop - start))
             self._frames.append(frame)
         self._header = bytearray(4)
+        self._pollers = {}  # per child fd: a poll object, for spinning on its reply
+        for _worker, _start, _stop, fd in self.children:
+            self._pollers[fd] = select.poll()
+            self._pollers[fd].register(fd, select.POLLIN)
 
     def forward(self, opcode: int, actions: np.ndarray) -> list[tuple[int, int]]:
         """Send each child ``opcode`` (relayed in turn) and its subtree's slice of
@@ -260,9 +265,13 @@ class Relay:
         return reached
 
     def collect(self, reached: list[tuple[int, int]], replies: memoryview,
-                record_size: int) -> tuple[str, str, str, int] | None:
+                record_size: int, spin_until: float = 0.0) -> tuple[str, str, str, int] | None:
         """Read every reached child's reply into its rows of ``replies``. Returns the first
-        error report among them (a child's own, or :data:`DIED` for one that is gone)."""
+        error report among them (a child's own, or :data:`DIED` for one that is gone).
+
+        Until ``spin_until`` (a ``perf_counter`` time) it polls for a reply instead of
+        sleeping on it, for the same reason a worker spins for its next command (see
+        ``_serve``): a sleeping relay would add a wake-up to every step's critical path."""
         first_error = None
         reached_fds = dict(reached)
         for worker, start, stop, _fd in self.children:
@@ -271,6 +280,9 @@ class Relay:
             if fd is None:
                 report = (DIED, "", "", worker)
             else:
+                poller = self._pollers[fd]
+                while not poller.poll(0) and perf_counter() < spin_until:
+                    pass
                 try:
                     payload = read_frame_into(fd, self._header,
                                               replies[start * record_size:stop * record_size])
@@ -381,7 +393,9 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list,
         except Exception as exc:
             error = error_payload(exc, reply_nbytes, spec.index)
         if relayed is not None:
-            child_error = relay.collect(relayed, subtree_replies, size)
+            spin_until = perf_counter() + min(spin_cap, 0.1 * (perf_counter() - arrived))
+            child_error = relay.collect(relayed, subtree_replies, size,
+                                        spin_until if spin_cap else 0.0)
             if error is None and child_error is not None:
                 error = _error_payload(child_error, len(subtree_replies))
             elif error is not None:
