@@ -10,7 +10,8 @@ children and not counted), so sleeping in the kernel costs nothing and spinning 
     PYTHONPATH=$PWD python bench/coordination_cost.py --async --gymnasium
     PYTHONPATH=$PWD python bench/coordination_cost.py --breakout --direct  # relay vs not
 
-Rows: 8/32/64 envs with the default workers (min(envs, cores)) and with 8 workers;
+Rows: 8/32/64 envs with the default workers (min(envs, cores)) and with 8 workers
+(``--workers`` changes the extra counts, ``--envs`` the env counts);
 ``--async`` adds batch_size = envs/2 rows (send/recv), ``--gymnasium`` adds gymnasium's
 AsyncVectorEnv(shared_memory=True) over a zero-cost env with the same observation.
 """
@@ -36,19 +37,29 @@ def main_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+ACTION_ROWS = 4096
+
+
+def action_stream(num_envs: int, seed: int = 0) -> np.ndarray:
+    """The seeded random actions every row replays (cycling). Random, not all-NOOP: in
+    Breakout NOOP never launches the ball, so no episode would ever end and the main's
+    episode-end work (statistics, ``final_obs`` copies) would never be measured."""
+    return np.random.default_rng(seed).integers(0, 4, size=(ACTION_ROWS, num_envs))
+
+
 def measure_sync(env, seconds: float) -> tuple[float, float]:
     """(main CPU µs per env-step, env-steps/s) of ``env.step`` over ``seconds``."""
-    actions = np.zeros(env.num_envs, dtype=np.int64)
+    stream = action_stream(env.num_envs)
     env.reset(seed=0)
-    for _ in range(50):
-        env.step(actions)
+    for row in range(50):
+        env.step(stream[row])
     steps = 0
     cpu0, wall0 = main_cpu_seconds(), time.perf_counter()
     deadline = wall0 + seconds
     while time.perf_counter() < deadline:
         for _ in range(20):
-            env.step(actions)
-        steps += 20
+            env.step(stream[steps % ACTION_ROWS])
+            steps += 1
     cpu, wall = main_cpu_seconds() - cpu0, time.perf_counter() - wall0
     env_steps = steps * env.num_envs
     return cpu / env_steps * 1e6, env_steps / wall
@@ -56,17 +67,18 @@ def measure_sync(env, seconds: float) -> tuple[float, float]:
 
 def measure_async(env, seconds: float) -> tuple[float, float]:
     """The same for envpool-style ``send``/``recv`` with ``env.batch_size``."""
-    actions = np.zeros(env.batch_size, dtype=np.int64)
+    stream = action_stream(env.batch_size)
     _obs, infos = env.reset(seed=0)
-    for _ in range(50):
-        infos = env.step(actions, infos["env_id"])[-1]
-    env_steps = 0
+    for row in range(50):
+        infos = env.step(stream[row], infos["env_id"])[-1]
+    env_steps = rounds = 0
     cpu0, wall0 = main_cpu_seconds(), time.perf_counter()
     deadline = wall0 + seconds
     while time.perf_counter() < deadline:
         for _ in range(20):
-            env.send(actions, infos["env_id"])
+            env.send(stream[rounds % ACTION_ROWS], infos["env_id"])
             infos = env.recv()[-1]
+            rounds += 1
         env_steps += 20 * env.batch_size
     cpu, wall = main_cpu_seconds() - cpu0, time.perf_counter() - wall0
     return cpu / env_steps * 1e6, env_steps / wall
@@ -105,12 +117,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="add async rows with batch_size = envs / 2")
     parser.add_argument("--gymnasium", action="store_true",
                         help="add gymnasium AsyncVectorEnv rows (zero-cost env)")
+    parser.add_argument("--workers", default="8",
+                        help="comma-separated worker counts to run besides the default "
+                             "min(envs, cores), e.g. 8,64,256 for a many-worker picture")
     parser.add_argument("--cpu-affinity", action="store_true", help="pin workers")
     parser.add_argument("--direct", action="store_true",
                         help="add sync rows with relay_fanout=0: the main writes to and reads "
                              "from every worker itself (shmenv before relayed steps)")
     args = parser.parse_args(argv)
     env_counts = [int(n) for n in args.envs.split(",")]
+    worker_counts = [int(n) for n in args.workers.split(",") if n]
     cores = os.cpu_count() or 1
 
     rows: list[tuple[str, int, int | str, float, float]] = []
@@ -129,11 +145,13 @@ def main(argv: list[str] | None = None) -> None:
         run("NullGame sync", num_envs, game_factory=NullGame)
         if args.direct:
             run("NullGame sync, direct", num_envs, game_factory=NullGame, relay_fanout=0)
-        if num_envs >= 8 and min(num_envs, cores) != 8:  # 8 workers, unless that is the default
-            run("NullGame sync", num_envs, game_factory=NullGame, num_workers=8)
+        for workers in worker_counts:
+            if workers > num_envs or workers == min(num_envs, cores):  # or the default again
+                continue
+            run("NullGame sync", num_envs, game_factory=NullGame, num_workers=workers)
             if args.direct:
-                run("NullGame sync, direct", num_envs, game_factory=NullGame, num_workers=8,
-                    relay_fanout=0)
+                run("NullGame sync, direct", num_envs, game_factory=NullGame,
+                    num_workers=workers, relay_fanout=0)
         if args.batches:
             run("NullGame async (n/2)", num_envs, game_factory=NullGame,
                 batch_size=num_envs // 2)
