@@ -53,7 +53,7 @@ def expect_closed(call) -> dict:
 
 def make_env(args, **game_kwargs) -> shmenv.ShmVectorEnv:
     return shmenv.make("Breakout", args.num_envs, num_workers=args.num_workers,
-                       context=args.context,
+                       context=args.context, relay_fanout=args.relay_fanout,
                        game_factory=functools.partial(CounterGame, **game_kwargs))
 
 
@@ -391,6 +391,7 @@ def main() -> None:
     parser.add_argument("--phase", default="running")
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--relay-fanout", type=int, default=8)
     parser.add_argument("--victim", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()

@@ -143,30 +143,42 @@ def test_worker_exception_is_reraised_with_its_traceback(context, phase, api):
 
 
 # --------------------------------------------------------------------------- 3. parent killed
-@pytest.mark.parametrize("context, phase, api", [
-    ("fork", "running", "vector"),
-    ("spawn", "running", "vector"),
-    ("fork", "startup", "vector"),
-    ("forkserver", "startup", "vector"),
-    ("fork", "unstarted", "compat"),
+DEEP_RELAY = ("--num-envs", "7", "--num-workers", "7", "--relay-fanout", "2")  # 3 levels
+
+
+@pytest.mark.parametrize("context, phase, api, extra", [
+    ("fork", "running", "vector", ()),
+    ("spawn", "running", "vector", ()),
+    ("fork", "startup", "vector", ()),
+    ("forkserver", "startup", "vector", ()),
+    ("fork", "unstarted", "compat", ()),
+    ("fork", "running", "vector", DEEP_RELAY),
+    ("spawn", "startup", "vector", DEEP_RELAY),
 ])
-def test_parent_sigkill_leaves_no_worker_and_no_segment(context, phase, api):
+def test_parent_sigkill_leaves_no_worker_and_no_segment(context, phase, api, extra):
     """SIGKILL the main process; its workers must exit and its segment vanish on their own.
 
     ``startup``: the workers take a second to construct their games, and the kill lands
     while the block's name still exists (before the parent unlinked it). ``unstarted``:
     drop-in Workers that were never sent a command (their names also still exist).
+    ``DEEP_RELAY``: a worker deep in the relay tree also holds pipe ends of its relay
+    children, so it sees EOF only when its relay parent exits; the exits must cascade.
     """
     proc = subprocess.Popen(child_command("parent-sigkill", "--context", context,
-                                          "--phase", phase, "--api", api),
+                                          "--phase", phase, "--api", api, *extra),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=CHILD_ENV)
     try:
         if phase == "startup":
-            # Kill as soon as the segment exists and every worker is running.
+            # Kill as soon as the segment exists and every worker is running (2 workers and
+            # the resource tracker or forkserver, or DEEP_RELAY's 7 workers and one more).
+            # Then wait a little: spawn writes each child's start-up data after creating it,
+            # and a parent killed mid-write makes multiprocessing itself print an EOFError.
+            processes = 8 if extra else 3
             started = wait_until(lambda: segments_of(proc.pid) and len(
-                psutil.Process(proc.pid).children(recursive=True)) >= 3, 60)
+                psutil.Process(proc.pid).children(recursive=True)) >= processes, 60)
             assert started is not None, "the child never started its workers"
+            time.sleep(0.2 if extra else 0.0)
             assert segments_of(proc.pid), "the name must still exist when the kill lands"
         else:
             line = proc.stdout.readline()
