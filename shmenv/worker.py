@@ -242,29 +242,31 @@ class Relay:
             frame = np.zeros(2 + stop - start, dtype=np.int32)
             frame[0] = header_value(4 * (1 + stop - start))
             self._frames.append(frame)
+        self._frame_bytes = [memoryview(frame).cast("B") for frame in self._frames]
         self._header = bytearray(4)
         self._pollers = {}  # per child fd: a poll object, for spinning on its reply
         for _worker, _start, _stop, fd in self.children:
             self._pollers[fd] = select.poll()
             self._pollers[fd].register(fd, select.POLLIN)
 
-    def forward(self, opcode: int, actions: np.ndarray) -> list[tuple[int, int]]:
+    def forward(self, opcode: int, actions: np.ndarray) -> list[bool]:
         """Send each child ``opcode`` (relayed in turn) and its subtree's slice of
-        ``actions`` (this worker's subtree, env-relative).
-        Returns the children it reached, as ``(worker, fd)``; a child that is gone is
-        reported by :meth:`collect`."""
+        ``actions`` (this worker's subtree, env-relative). Returns, per child, whether the
+        command got through; a child that is gone is reported by :meth:`collect`."""
         reached = []
-        for (worker, start, stop, fd), frame in zip(self.children, self._frames):
+        for (_worker, start, stop, fd), frame, frame_bytes in zip(
+                self.children, self._frames, self._frame_bytes):
             frame[1] = opcode
             frame[2:] = actions[start:stop]
             try:
-                write_frame(fd, memoryview(frame).cast("B"))
+                write_frame(fd, frame_bytes)
             except OSError:
+                reached.append(False)
                 continue
-            reached.append((worker, fd))
+            reached.append(True)
         return reached
 
-    def collect(self, reached: list[tuple[int, int]], replies: memoryview,
+    def collect(self, reached: list[bool], replies: memoryview,
                 record_size: int, spin_until: float = 0.0) -> tuple[str, str, str, int] | None:
         """Read every reached child's reply into its rows of ``replies``. Returns the first
         error report among them (a child's own, or :data:`DIED` for one that is gone).
@@ -273,11 +275,9 @@ class Relay:
         sleeping on it, for the same reason a worker spins for its next command (see
         ``_serve``): a sleeping relay would add a wake-up to every step's critical path."""
         first_error = None
-        reached_fds = dict(reached)
-        for worker, start, stop, _fd in self.children:
-            fd = reached_fds.get(worker)
+        for (worker, start, stop, fd), got_command in zip(self.children, reached):
             report = None
-            if fd is None:
+            if not got_command:
                 report = (DIED, "", "", worker)
             else:
                 poller = self._pollers[fd]
