@@ -49,9 +49,11 @@ def make(
             a list of core ids pins them round-robin to those; unsupported platforms warn
             and run unpinned.
         **game_options: see :class:`GameOptions` (``frame_skip``, ``maxpool``, ...), plus
-            ``context`` (multiprocessing start method), ``game_factory`` and
+            ``context`` (multiprocessing start method), ``game_factory``,
             ``worker_spin_us`` (how long a worker polls for its next command before
-            sleeping) as accepted by :class:`ShmVectorEnv`.
+            sleeping) and ``relay_fanout`` (the fan-out of the tree that relays synchronous
+            steps; 0 makes the main message every worker itself) as accepted by
+            :class:`ShmVectorEnv`.
     """
     return ShmVectorEnv(game, num_envs, seed=seed, num_workers=num_workers, copy=copy,
                         autoreset_mode=autoreset_mode, batch_size=batch_size,
