@@ -37,6 +37,7 @@ from gymnasium.vector.utils import batch_space
 
 from shmenv.errors import ClosedError, ShmenvError, WorkerDiedError, WorkerError
 from shmenv.games import GameOptions, resolve_game
+from shmenv.lifecycle import ClosableEnvMixin
 from shmenv.vector import ShmVectorEnv, _env_seeds, _split
 
 STARTUP_TIMEOUT_S = 300.0
@@ -118,7 +119,7 @@ class ActorInfo:
         return f"shmenv Ray actor {self.index} ({envs}" + (f", {where})" if where else ")")
 
 
-class RayVectorEnv(VectorEnv):
+class RayVectorEnv(ClosableEnvMixin, VectorEnv):
     """``num_envs`` Atari games split over ``num_actors`` Ray actors, as one VectorEnv.
 
     Use :func:`shmenv.ray.make`. Actor j owns a contiguous range of envs (sizes differ by
@@ -465,27 +466,8 @@ class RayVectorEnv(VectorEnv):
             self._in_flight.clear()
 
     # ----------------------------------------------------------------- shutdown
-    def _shutdown(self, reason: str) -> None:
-        if self._closed_reason is None:
-            self._closed_reason = reason
+    def _forget_in_flight(self) -> None:
         self._in_flight.clear()
-        self.closed = True
-        self._finalizer()
-
-    def close_extras(self, **kwargs: Any) -> None:
-        self._shutdown("close() was called")
-
-    def close(self, **kwargs: Any) -> None:
-        """Close every actor's ShmVectorEnv, then kill the actors. Safe to call twice."""
-        if getattr(self, "_finalizer", None) is None:
-            return
-        self._shutdown("close() was called")
-
-    def __enter__(self) -> RayVectorEnv:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (f"RayVectorEnv({self.game!r}, num_envs={self.num_envs}, "

@@ -30,6 +30,7 @@ from shmenv.batching import (
 from shmenv.block import BlockLayout, SharedBlock
 from shmenv.errors import ClosedError, WorkerDiedError, WorkerError, describe_exit
 from shmenv.games import GameOptions, resolve_game
+from shmenv.lifecycle import ClosableEnvMixin
 from shmenv.wire import RAW_PIPES, header_value, read_frame_into, write_frame
 from shmenv.worker import (
     DIED,
@@ -115,7 +116,7 @@ def _split(num_envs: int, num_workers: int) -> list[tuple[int, int]]:
     return ranges
 
 
-class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
+class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
     """Many Atari games in worker processes, observations in one shared-memory block.
 
     Use :func:`shmenv.make` to build one. ``reset``/``step`` follow gymnasium's VectorEnv
@@ -580,28 +581,6 @@ class ShmVectorEnv(AsyncBatchingMixin, VectorEnv):
         obs = self._block.obs.copy() if self.copy else self._block.obs
         return obs, {"lives": self._replies["lives"].copy(),
                      "_lives": np.ones(self.num_envs, dtype=bool)}
-
-    # ----------------------------------------------------------------- shutdown
-    def _shutdown(self, reason: str) -> None:
-        if self._closed_reason is None:
-            self._closed_reason = reason
-        self.closed = True
-        self._finalizer()
-
-    def close_extras(self, **kwargs: Any) -> None:
-        self._shutdown("close() was called")
-
-    def close(self, **kwargs: Any) -> None:
-        """Stop the workers and release the shared block. Safe to call more than once."""
-        if getattr(self, "_finalizer", None) is None:
-            return
-        self._shutdown("close() was called")
-
-    def __enter__(self) -> ShmVectorEnv:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (f"ShmVectorEnv({self.game!r}, num_envs={self.num_envs}, "

@@ -1,0 +1,49 @@
+"""``close()`` and context-manager plumbing shared by the vector envs.
+
+An env that owns processes and shared memory registers one ``weakref.finalize`` that
+releases them; this mixin makes ``close()``, ``with`` and garbage collection all end in that
+one finalizer, exactly once, and records why the env closed so that later calls can say
+so (``ClosedError``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, TypeVar
+
+_Env = TypeVar("_Env", bound="ClosableEnvMixin")
+
+
+class ClosableEnvMixin:
+    """For a VectorEnv subclass that sets ``_closed_reason`` (None while open) and
+    ``_finalizer`` (the ``weakref.finalize`` that releases what it owns)."""
+
+    _closed_reason: str | None
+    _finalizer: weakref.finalize
+    closed: bool
+
+    def _forget_in_flight(self) -> None:
+        """Drop the bookkeeping of requests still in flight (subclasses that keep some)."""
+
+    def _shutdown(self, reason: str) -> None:
+        if self._closed_reason is None:
+            self._closed_reason = reason
+        self._forget_in_flight()
+        self.closed = True
+        self._finalizer()
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self._shutdown("close() was called")
+
+    def close(self, **kwargs: Any) -> None:
+        """Stop the workers (or actors) and release the shared memory. Safe to call more
+        than once; any later call on the env raises ``ClosedError``."""
+        if getattr(self, "_finalizer", None) is None:  # __init__ failed before owning any
+            return
+        self._shutdown("close() was called")
+
+    def __enter__(self: _Env) -> _Env:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
