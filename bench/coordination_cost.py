@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 import shmenv
-from shmenv.benchmarks.nullgame import NullGame
+from shmenv.benchmarks.nullgame import NullEnv, NullGame
 
 BREAKOUT_STEPS_PER_CORE = 630  # DESIGN.md §3: ~1260 agent steps/s on 2 cores, no coordination
 
@@ -87,20 +87,7 @@ def measure_async(env, seconds: float) -> tuple[float, float]:
 def measure_gymnasium(num_envs: int, seconds: float) -> tuple[float, float]:
     import gymnasium as gym
 
-    class ZeroCostEnv(gym.Env):
-        observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
-        action_space = gym.spaces.Discrete(4)
-
-        def __init__(self) -> None:
-            self._obs = np.zeros((4, 84, 84), dtype=np.uint8)
-
-        def reset(self, *, seed=None, options=None):
-            return self._obs, {}
-
-        def step(self, action):
-            return self._obs, 0.0, False, False, {}
-
-    env = gym.vector.AsyncVectorEnv([ZeroCostEnv] * num_envs, shared_memory=True)
+    env = gym.vector.AsyncVectorEnv([NullEnv] * num_envs, shared_memory=True)
     env.num_workers = num_envs
     try:
         return measure_sync(env, seconds)

@@ -1,6 +1,6 @@
 """Coordination cost: what the main process pays per env-step when the game costs nothing.
 
-A zero-cost game (:mod:`shmenv.benchmarks.zero_cost`) runs through shmenv and through
+A zero-cost game (:mod:`shmenv.benchmarks.nullgame`) runs through shmenv and through
 gymnasium's ``AsyncVectorEnv(shared_memory=True)``. With no emulation to wait for, the main
 process's CPU µs per env-step is the price of coordinating one env-step; its inverse is the
 most env-steps/s one main process can drive, and dividing that by one core's Breakout rate
@@ -22,7 +22,7 @@ from shmenv.benchmarks.harness import (
     run_isolated,
     time_step_loop,
 )
-from shmenv.benchmarks.zero_cost import NUM_ACTIONS
+from shmenv.benchmarks.nullgame import NUM_ACTIONS
 
 _MODULE = "shmenv.benchmarks.coordination"
 CONTENDERS = {
@@ -37,20 +37,20 @@ def measure_zero_cost(contender: str, num_envs: int, seconds: float, warmup: flo
     """Runs in a fresh subprocess: one contender over the zero-cost game."""
     with MemorySampler() as sampler:
         if contender.startswith("shmenv"):
-            from shmenv.benchmarks.zero_cost import ZeroCostGame
+            from shmenv.benchmarks.nullgame import NullGame
             from shmenv.vector import ShmVectorEnv
 
             # Default: one worker per core. One env per worker is what a machine with as
             # many cores as envs would run: the most messages per env-step.
             workers = num_envs if contender == "shmenv-1-per-worker" else None
             env = ShmVectorEnv("Breakout", num_envs, seed=seed, num_workers=workers,
-                               game_factory=ZeroCostGame)
+                               game_factory=NullGame)
         elif contender == "gymnasium":
             from gymnasium.vector import AsyncVectorEnv
 
-            from shmenv.benchmarks.zero_cost import ZeroCostEnv
+            from shmenv.benchmarks.nullgame import NullEnv
 
-            env = AsyncVectorEnv([ZeroCostEnv] * num_envs, shared_memory=True)
+            env = AsyncVectorEnv([NullEnv] * num_envs, shared_memory=True)
         else:
             raise ValueError(f"unknown contender {contender!r}")
         try:
