@@ -345,7 +345,7 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
         self._pending: list[int] = []
         self._unread_replies = False  # commands sent, replies not all read yet; see _drain
         self._env_ids = np.arange(num_envs)
-        # Column views of the records and a row of Trues, made once: _results only slices.
+        # Column views of the records, made once: _results copies them.
         self._columns = {name: self._replies[name] for name in REPLY_DTYPE.names}
         for flag in ("terminated", "truncated", "done"):
             self._columns[flag] = self._columns[flag].view(bool)
@@ -422,10 +422,10 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
         parsed = parse_error_payload(payload)
         if parsed is None:
             self._fail(WorkerError(f"{self._describe_worker(index)} sent a malformed reply"))
-        type_name, message, trace, index = parsed  # the worker it happened in (relayed steps)
+        type_name, message, trace, origin = parsed  # relayed: another worker than `index`
         if type_name == DIED:
-            self._worker_died(index)
-        self._fail(WorkerError(f"{self._describe_worker(index)} raised {type_name}: "
+            self._worker_died(origin)
+        self._fail(WorkerError(f"{self._describe_worker(origin)} raised {type_name}: "
                                f"{message}\n\nWorker traceback:\n{trace}", type_name, trace))
 
     def _fail(self, error: Exception) -> None:
@@ -545,10 +545,10 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
             infos["_episode"] = dones
             if self._same_step:
                 final_obs = self._all_none[:count].copy()
-                ended_ids = self._env_ids if envs is ALL_ENVS else self._env_ids[envs]
+                batch_ids = self._env_ids if envs is ALL_ENVS else self._env_ids[envs]
                 rows = self._block.final_obs
                 for position in dones.nonzero()[0].tolist():
-                    final_obs[position] = rows[ended_ids[position]].copy()
+                    final_obs[position] = rows[batch_ids[position]].copy()
                 infos["final_obs"] = final_obs
                 infos["_final_obs"] = dones.copy()
         return self._obs_for(envs), rewards, terminations, truncations, infos

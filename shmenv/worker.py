@@ -235,7 +235,6 @@ class Relay:
     """
 
     def __init__(self, spec: WorkerSpec, child_conns: tuple[Connection, ...]) -> None:
-        self.index = spec.index
         self.children = [(worker, start - spec.env_start, stop - spec.env_start, conn.fileno())
                          for (worker, start, stop), conn in zip(spec.relay_children, child_conns)]
         self._conns = child_conns  # keeps the descriptors open
