@@ -1,13 +1,13 @@
 """Async batches, envpool-style: ``send(actions, env_ids)`` and ``recv()``.
 
 Granularity. A worker owns a contiguous range of env slots and steps them all per command,
-with one message in and one reply out (the design card's rule). So the unit of asynchrony
+with one message in and one reply out. So the unit of asynchrony
 is the worker: ``recv()`` returns the envs of whole workers, the first ones whose replies
 are ready. To make every batch exactly ``batch_size`` envs, async mode splits the envs into
 workers of equal size ``E`` with ``E`` dividing ``batch_size``; a batch is then
-``batch_size / E`` workers. By default :func:`plan_async_workers` picks the largest such
-``E`` that still gives at least ``min(num_envs, cpu_count)`` workers: large workers mean
-few messages (cheap for the main process), enough workers keep every core busy.
+``batch_size / E`` workers. By default :func:`shmenv.planning.plan_async_workers` picks
+the largest such ``E`` that still gives at least ``min(num_envs, cpu_count)`` workers:
+large workers mean few messages (cheap for the main process), enough workers keep every core busy.
 
 Fairness. Each send is numbered. When more workers are ready than a batch needs, the ones
 sent longest ago win, so a ready env waits at most a bounded number of rounds and no env
@@ -28,7 +28,6 @@ Replies still in flight when a reset starts are dropped.
 
 from __future__ import annotations
 
-import math
 import select
 from collections.abc import Sequence
 from multiprocessing.connection import wait as wait_connections
@@ -36,42 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from shmenv.worker import OP_RESEED, OP_RESET, OP_STEP
+from shmenv.planning import env_seeds
+from shmenv.protocol import OP_RESEED, OP_RESET, OP_STEP
 
 ALL_ENVS = slice(None)
-
-
-def check_batch_size(batch_size: int | None, num_envs: int) -> int:
-    """``batch_size`` as an int in [1, num_envs]; None means num_envs (synchronous)."""
-    if batch_size is None:
-        return num_envs
-    if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-            or not 1 <= batch_size <= num_envs):
-        raise ValueError(f"batch_size must be an int in [1, num_envs={num_envs}], "
-                         f"got {batch_size!r}")
-    return int(batch_size)
-
-
-def plan_async_workers(num_envs: int, batch_size: int, num_workers: int | None,
-                       cores: int) -> int:
-    """Number of workers for async batches of ``batch_size`` (see the module docstring).
-
-    Every worker gets ``num_envs / num_workers`` envs, and that number must divide
-    ``batch_size`` so that each batch is a whole number of workers.
-    """
-    common = math.gcd(num_envs, batch_size)
-    valid = [num_envs // size for size in range(1, common + 1) if common % size == 0]
-    if num_workers is None:
-        wanted = min(num_envs, cores)
-        return min(w for w in valid if w >= wanted)
-    if num_workers not in valid:
-        raise ValueError(
-            f"num_workers={num_workers!r} cannot serve batches of {batch_size} out of "
-            f"{num_envs} envs: each worker steps all its envs at once, so workers must be "
-            f"equal-sized and a whole number of them must make a batch. "
-            f"Valid num_workers: {sorted(valid)} (or leave it unset)."
-        )
-    return int(num_workers)
 
 
 class AsyncBatchingMixin:
@@ -178,9 +145,7 @@ class AsyncBatchingMixin:
         Results still in flight are dropped. ``seed`` works as in ``reset``.
         """
         self._check_open()
-        from shmenv.vector import _env_seeds
-
-        seeds = None if seed is None else _env_seeds(seed, self.num_envs)
+        seeds = None if seed is None else env_seeds(seed, self.num_envs)
         self._drop_in_flight()
         self._drain()
         workers = list(range(self.num_workers))

@@ -11,8 +11,8 @@ Change ``from game import Worker`` to ``from shmenv import Worker`` and nothing 
     stack, reward, done, info = workers[0].child.recv()  # info None or {"reward", "length"}
 
 The stack comes out of a shared-memory slot, never through the Pipe, as a fresh uint8 array
-the caller may keep (its values equal the seed's float64 ones). Only the command and a
-28-byte reply cross the Pipe.
+the caller may keep (its values equal the reference's float64 ones). Only the command and a
+36-byte reply cross the Pipe.
 """
 
 from __future__ import annotations
@@ -29,17 +29,9 @@ import numpy as np
 from shmenv.block import BlockLayout, SharedBlock
 from shmenv.errors import ClosedError, ShmenvError, WorkerDiedError, WorkerError, describe_exit
 from shmenv.games import GameOptions, resolve_game
-from shmenv.worker import (
-    OP_CLOSE,
-    OP_RESET,
-    OP_STEP,
-    REPLY_DTYPE,
-    WorkerSpec,
-    parse_error_payload,
-    resynchronize,
-    run_worker,
-    sigint_blocked,
-)
+from shmenv.pool import resynchronize, sigint_blocked, stop_workers
+from shmenv.protocol import OP_RESET, OP_STEP, REPLY_DTYPE, ErrorReport
+from shmenv.worker import WorkerSpec, run_worker
 
 _COMMANDS = ("reset", "step", "close")
 STARTUP_TIMEOUT_S = 120.0
@@ -81,10 +73,9 @@ class WorkerPipe:
         except (EOFError, OSError):
             self._died("while starting")
         if kind == "error":
-            type_name, message, trace = payload
-            self._fail(WorkerError(f"{self._describe()} failed to start: {type_name}: "
-                                   f"{message}\n\nWorker traceback:\n{trace}",
-                                   type_name, trace))
+            self._fail(WorkerError(f"{self._describe()} failed to start: {payload.type_name}: "
+                                   f"{payload.message}\n\nWorker traceback:\n"
+                                   f"{payload.traceback}", payload.type_name, payload.traceback))
         self._num_actions = payload
         self._ready = True
         self._block.unlink()  # the worker has mapped it; nothing can leak from here on
@@ -185,10 +176,10 @@ class WorkerPipe:
         return stack, float(record["reward"]), done, info
 
     def _raise_worker_error(self, payload: bytes) -> None:
-        parsed = parse_error_payload(payload) or ("Error", "malformed reply", "", 0)
-        type_name, message, trace, _worker = parsed
-        self._fail(WorkerError(f"{self._describe()} raised {type_name}: {message}\n\n"
-                               f"Worker traceback:\n{trace}", type_name, trace))
+        report = ErrorReport.decode(payload) or ErrorReport("Error", "malformed reply", "", 0)
+        self._fail(WorkerError(f"{self._describe()} raised {report.type_name}: "
+                               f"{report.message}\n\nWorker traceback:\n{report.traceback}",
+                               report.type_name, report.traceback))
 
     def poll(self, timeout: float | None = 0.0) -> bool:
         if self._closed:
@@ -222,14 +213,7 @@ def _as_action(data: Any, num_actions: int) -> int:
 
 
 def _stop(conn: Connection, process: Any, block: SharedBlock) -> None:
-    try:
-        conn.send_bytes(np.array([OP_CLOSE], dtype=np.int32))
-    except (OSError, ValueError):
-        pass
-    process.join(timeout=2.0)
-    if process.is_alive():
-        process.kill()
-        process.join(timeout=1.0)
+    stop_workers([conn], [process], 2.0)
     conn.close()
     block.close()
 

@@ -38,7 +38,8 @@ from gymnasium.vector.utils import batch_space
 from shmenv.errors import ClosedError, ShmenvError, WorkerDiedError, WorkerError
 from shmenv.games import GameOptions, resolve_game
 from shmenv.lifecycle import ClosableEnvMixin
-from shmenv.vector import ShmVectorEnv, _env_seeds, _split
+from shmenv.planning import env_seeds, split_envs
+from shmenv.vector import ShmVectorEnv
 
 STARTUP_TIMEOUT_S = 300.0
 _CLOSE_TIMEOUT_S = 10.0
@@ -179,7 +180,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
             raise ValueError(f"num_actors must be an int in [1, num_envs={num_envs}], "
                              f"got {num_actors!r}")
         num_envs, num_actors = int(num_envs), int(num_actors)
-        ranges = _split(num_envs, num_actors)
+        ranges = split_envs(num_envs, num_actors)
         smallest = min(stop - start for start, stop in ranges)
         if workers_per_actor is None:
             workers_per_actor = smallest
@@ -197,7 +198,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
         if autoreset_mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode DISABLED is not supported; use SAME_STEP "
                              "(the seed's behaviour) or NEXT_STEP")
-        seeds = _env_seeds(seed, num_envs)
+        seeds = env_seeds(seed, num_envs)
 
         self.game = rom
         self.options = options
@@ -358,7 +359,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
         self._check_open()
         if options:
             raise ValueError(f"RayVectorEnv.reset takes no options, got {sorted(options)}")
-        seeds = None if seed is None else _env_seeds(seed, self.num_envs)
+        seeds = None if seed is None else env_seeds(seed, self.num_envs)
         self._drain()
         refs = [
             actor.reset.remote(None if seeds is None else seeds[info.env_start:info.env_stop])

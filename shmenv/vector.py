@@ -8,7 +8,6 @@ work in the main process is numpy over the batch, never a Python loop.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -21,99 +20,30 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from shmenv.affinity import worker_cpus
-from shmenv.batching import (
-    ALL_ENVS,
-    AsyncBatchingMixin,
-    check_batch_size,
-    plan_async_workers,
-)
+from shmenv.batching import ALL_ENVS, AsyncBatchingMixin
 from shmenv.block import BlockLayout, SharedBlock
 from shmenv.errors import ClosedError, WorkerDiedError, WorkerError, describe_exit
 from shmenv.games import GameOptions, resolve_game
 from shmenv.lifecycle import ClosableEnvMixin
-from shmenv.wire import RAW_PIPES, header_value, read_frame_into, write_frame
-from shmenv.worker import (
-    DIED,
-    OP_CLOSE,
-    OP_RESEED,
-    OP_RESET,
-    OP_STEP,
-    RELAY,
-    REPLY_DTYPE,
-    WorkerSpec,
-    parse_error_payload,
-    resynchronize,
-    run_worker,
-    sigint_blocked,
+from shmenv.planning import (
+    DEFAULT_RELAY_FANOUT,
+    check_batch_size,
+    env_seeds,
+    plan_async_workers,
+    relay_tree,
+    spin_budget,
+    split_envs,
+    subtree_stops,
 )
+from shmenv.pool import resynchronize, sigint_blocked, stop_workers
+from shmenv.protocol import OP_RESEED, OP_RESET, OP_STEP, RELAY, REPLY_DTYPE, ErrorReport
+from shmenv.wire import RAW_PIPES, header_as_int32, read_frame_into, write_frame
+from shmenv.worker import WorkerSpec, run_worker
 
 STARTUP_TIMEOUT_S = 120.0
 RESYNC_TIMEOUT_S = 60.0  # a worker may be in the middle of a reseed (~0.2 s per env)
 _SHUTDOWN_TIMEOUT_S = 2.0
 _FAILURE_GRACE_S = 0.5  # after a worker failed, the others get this long before SIGKILL
-
-
-def _env_seeds(seed: int | Sequence[int] | None, num_envs: int) -> list[int | None]:
-    if seed is None:
-        return [None] * num_envs
-    if isinstance(seed, (int, np.integer)):
-        return [int(seed) + i for i in range(num_envs)]
-    seeds = [int(s) for s in seed]
-    if len(seeds) != num_envs:
-        raise ValueError(f"got {len(seeds)} seeds for {num_envs} envs")
-    return seeds
-
-
-DEFAULT_WORKER_SPIN_US = 500.0
-
-
-def _spin_budget(worker_spin_us: float | None, num_workers: int) -> float:
-    """The workers' spin-then-sleep budget (see the class docstring)."""
-    if worker_spin_us is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # no sched_getaffinity (macOS, Windows)
-            cores = os.cpu_count() or 1
-        return DEFAULT_WORKER_SPIN_US if num_workers <= cores else 0.0
-    if not isinstance(worker_spin_us, (int, float)) or worker_spin_us < 0:
-        raise ValueError(f"worker_spin_us must be a number >= 0, got {worker_spin_us!r}")
-    return float(worker_spin_us)
-
-
-DEFAULT_RELAY_FANOUT = 8
-
-
-def relay_tree(num_workers: int, fanout: int) -> list[list[int]]:
-    """The relay tree's children of each worker: worker 0 is the root, and workers are
-    numbered in pre-order, so each subtree is a run of consecutive workers (hence of
-    consecutive envs) and a relayed command or reply for it is one contiguous slice.
-    Subtrees under one parent differ in size by at most one."""
-    children: list[list[int]] = [[] for _ in range(num_workers)]
-
-    def build(root: int, size: int) -> None:  # workers root .. root + size - 1
-        below = size - 1
-        count = min(fanout, below)
-        first = root + 1
-        for k in range(count):
-            part = below // count + (1 if k < below % count else 0)
-            children[root].append(first)
-            build(first, part)
-            first += part
-
-    if num_workers:
-        build(0, num_workers)
-    return children
-
-
-def _split(num_envs: int, num_workers: int) -> list[tuple[int, int]]:
-    """Contiguous env ranges, sizes differing by at most one."""
-    base, extra = divmod(num_envs, num_workers)
-    ranges, start = [], 0
-    for w in range(num_workers):
-        stop = start + base + (1 if w < extra else 0)
-        ranges.append((start, stop))
-        start = stop
-    return ranges
 
 
 class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
@@ -206,12 +136,12 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
         self.copy = copy
         self.metadata = {"autoreset_mode": autoreset_mode}
         self._same_step = autoreset_mode == AutoresetMode.SAME_STEP
-        self._seeds = _env_seeds(seed, num_envs)
+        self._seeds = env_seeds(seed, num_envs)
         self._game_factory = game_factory
-        self._env_ranges = _split(num_envs, self.num_workers)
+        self._env_ranges = split_envs(num_envs, self.num_workers)
         self.batch_size = batch_size
         self._worker_cpus = worker_cpus(cpu_affinity, self.num_workers)
-        self._worker_spin_us = _spin_budget(worker_spin_us, self.num_workers)
+        self._worker_spin_us = spin_budget(worker_spin_us, self.num_workers)
         if (isinstance(relay_fanout, bool) or not isinstance(relay_fanout, (int, np.integer))
                 or relay_fanout < 0):
             raise ValueError(f"relay_fanout must be an int >= 0, got {relay_fanout!r}")
@@ -255,10 +185,7 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
 
     def _start_processes(self, ctx: Any, pipes: list[tuple[Connection, Connection]]) -> None:
         forked = ctx.get_start_method() == "fork"
-        subtree_stops = [stop for _start, stop in self._env_ranges]
-        for index in reversed(range(self.num_workers)):  # children come after their parent
-            if self._relay_children[index]:
-                subtree_stops[index] = subtree_stops[self._relay_children[index][-1]]
+        stops = subtree_stops(self._env_ranges, self._relay_children)
         for index, (start, stop) in enumerate(self._env_ranges):
             children = self._relay_children[index]
             spec = WorkerSpec(
@@ -268,7 +195,7 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
                 same_step_autoreset=self._same_step, write_final_obs=self._same_step,
                 game_factory=self._game_factory, cpu=self._worker_cpus[index],
                 spin_us=self._worker_spin_us,
-                relay_children=tuple((child, self._env_ranges[child][0], subtree_stops[child])
+                relay_children=tuple((child, self._env_ranges[child][0], stops[child])
                                      for child in children),
             )
             child_end = pipes[index][1]
@@ -302,10 +229,10 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
                 raise WorkerDiedError(f"{self._describe_worker(index)} {how} while starting",
                                       code) from None
             if kind == "error":
-                type_name, message, trace = payload
                 raise WorkerError(f"{self._describe_worker(index)} failed to start: "
-                                  f"{type_name}: {message}\n\nWorker traceback:\n{trace}",
-                                  type_name, trace)
+                                  f"{payload.type_name}: {payload.message}\n\n"
+                                  f"Worker traceback:\n{payload.traceback}",
+                                  payload.type_name, payload.traceback)
             num_actions = payload
         return num_actions
 
@@ -324,7 +251,7 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
         commands_bytes = memoryview(self._commands).cast("B")
         self._command_frames = []
         for w, (start, stop) in enumerate(self._env_ranges):
-            self._commands[start + 2 * w] = header_value(4 * (1 + stop - start))
+            self._commands[start + 2 * w] = header_as_int32(4 * (1 + stop - start))
             self._command_frames.append(commands_bytes[4 * (start + 2 * w): 4 * (stop + 2 * w + 2)])
         self._command_views = [frame[4:] for frame in self._command_frames]  # payload only
         self._fds = [conn.fileno() for conn in self._conns]
@@ -338,7 +265,7 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
         # A relayed step: one frame [pipe header, OP_STEP | RELAY, every env's action] to
         # worker 0, one reply covering every env back (see shmenv.worker.Relay).
         self._relay_command = np.zeros(2 + num_envs, dtype=np.int32)
-        self._relay_command[:2] = header_value(4 * (1 + num_envs)), OP_STEP | RELAY
+        self._relay_command[:2] = header_as_int32(4 * (1 + num_envs)), OP_STEP | RELAY
         self._relay_actions = self._relay_command[2:]
         self._relay_frame = memoryview(self._relay_command).cast("B")
         self._all_replies = replies_bytes
@@ -419,20 +346,21 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
         self._unread_replies = False
 
     def _raise_worker_error(self, index: int, payload: bytes) -> None:
-        parsed = parse_error_payload(payload)
-        if parsed is None:
+        report = ErrorReport.decode(payload)
+        if report is None:
             self._fail(WorkerError(f"{self._describe_worker(index)} sent a malformed reply"))
-        type_name, message, trace, origin = parsed  # relayed: another worker than `index`
-        if type_name == DIED:
+        origin = report.worker  # relayed: another worker than `index`
+        if report.kind == "died":
             self._worker_died(origin)
-        self._fail(WorkerError(f"{self._describe_worker(origin)} raised {type_name}: "
-                               f"{message}\n\nWorker traceback:\n{trace}", type_name, trace))
+        self._fail(WorkerError(f"{self._describe_worker(origin)} raised {report.type_name}: "
+                               f"{report.message}\n\nWorker traceback:\n{report.traceback}",
+                               report.type_name, report.traceback))
 
     def _fail(self, error: Exception) -> None:
         """Stop everything, then raise: the envs' state is lost with the failed worker, so
         the others get a short grace period and are then killed (no polite 2 s wait)."""
         self._pending.clear()
-        _stop_workers(self._conns, self._processes, _FAILURE_GRACE_S)
+        stop_workers(self._conns, self._processes, _FAILURE_GRACE_S)
         self._shutdown(f"a worker failed: {error}".splitlines()[0])
         raise error
 
@@ -575,7 +503,7 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
             self.async_reset(seed=seed)
             obs, _rewards, _terminations, _truncations, infos = self.recv()
             return obs, infos
-        seeds = None if seed is None else _env_seeds(seed, self.num_envs)
+        seeds = None if seed is None else env_seeds(seed, self.num_envs)
         self._drop_in_flight()
         self._drain()
         if seeds is None:
@@ -621,27 +549,10 @@ def _integer_actions(array: np.ndarray) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
-def _stop_workers(conns: list[Connection], processes: list, grace_s: float) -> None:
-    """Ask every worker to exit, give them ``grace_s`` in all, then SIGKILL the rest."""
-    close_message = np.array([OP_CLOSE], dtype=np.int32).tobytes()
-    for conn in conns:
-        try:
-            conn.send_bytes(close_message)
-        except (OSError, ValueError):
-            pass
-    deadline = time.monotonic() + grace_s
-    for process in processes:
-        process.join(timeout=max(deadline - time.monotonic(), 0.05))
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-            process.join(timeout=1.0)
-
-
 def _shutdown(conns: list[Connection], processes: list, block: SharedBlock) -> None:
     """Stop workers and release the block. A module-level function so that
     ``weakref.finalize`` can run it at garbage collection and interpreter exit."""
-    _stop_workers(conns, processes, _SHUTDOWN_TIMEOUT_S)
+    stop_workers(conns, processes, _SHUTDOWN_TIMEOUT_S)
     for conn in conns:
         conn.close()
     block.close()

@@ -29,7 +29,7 @@ HEADER = struct.Struct("!i")
 RAW_PIPES = sys.platform != "win32" and hasattr(os, "readv")
 
 
-def header_value(payload_nbytes: int) -> int:
+def header_as_int32(payload_nbytes: int) -> int:
     """The header for a payload of ``payload_nbytes``, as a little-endian int32's value,
     so it can be stored in the same int32 array as the payload that follows it."""
     return int.from_bytes(HEADER.pack(payload_nbytes), "little", signed=True)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import shmenv
-from shmenv.batching import check_batch_size, plan_async_workers
 from shmenv.benchmarks.nullgame import NullGame
+from shmenv.planning import check_batch_size, plan_async_workers
 from tests.conftest import action_stream
 
 

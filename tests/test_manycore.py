@@ -13,7 +13,7 @@ import pytest
 import shmenv
 from shmenv import affinity
 from shmenv.benchmarks.nullgame import NullGame
-from shmenv.wire import header_value, read_frame_into, write_frame
+from shmenv.wire import header_as_int32, read_frame_into, write_frame
 
 needs_pinning = pytest.mark.skipif(not affinity.CAN_PIN, reason="no sched_setaffinity here")
 
@@ -69,7 +69,7 @@ def test_workers_run_on_their_assigned_core(no_leaked_segments):
 def test_frames_interoperate_with_connection_both_ways():
     main_end, worker_end = multiprocessing.Pipe()
     with main_end, worker_end:
-        frame = np.array([header_value(8), 7, -3], dtype=np.int32)
+        frame = np.array([header_as_int32(8), 7, -3], dtype=np.int32)
         write_frame(main_end.fileno(), memoryview(frame).cast("B"))
         received = np.zeros(2, dtype=np.int32)
         assert worker_end.recv_bytes_into(received) == 8
@@ -96,7 +96,7 @@ def test_longer_frames_are_returned_whole_and_eof_is_reported():
 def test_a_reply_split_across_writes_is_reassembled():
     read_fd, write_fd = os.pipe()
     try:
-        message = header_value(6).to_bytes(4, "little", signed=True) + b"uvwxyz"
+        message = header_as_int32(6).to_bytes(4, "little", signed=True) + b"uvwxyz"
         os.write(write_fd, message[:2])  # a writer preempted mid-frame
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child

@@ -13,7 +13,7 @@ import pytest
 import shmenv
 from shmenv.benchmarks.nullgame import NullGame
 from shmenv.errors import ClosedError, WorkerDiedError, WorkerError
-from shmenv.vector import relay_tree
+from shmenv.planning import relay_tree
 from tests.conftest import action_stream
 
 # 7 workers with fan-out 2: 0 -> (1, 4), 1 -> (2, 3), 4 -> (5, 6); three levels.

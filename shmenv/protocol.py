@@ -1,0 +1,155 @@
+"""The wire protocol between the main process and its workers, in one place.
+
+All little-endian, no pickling on the hot path:
+
+* command: ``int32[1 + k]`` = ``[opcode, action_0, ..., action_{k-1}]``; a relayed step
+  (:data:`RELAY` set on :data:`OP_STEP`) holds the actions of the worker's whole subtree.
+* reply:   ``k`` records of :data:`REPLY_DTYPE`, written by :class:`ReplyWriter`.
+* error:   :class:`ErrorReport`, encoded by :meth:`ErrorReport.encode`: a magic prefix and
+  a pickle, padded so it is always longer than the reply it replaces; the main process
+  tells it from a reply by its length alone.
+* sync:    command ``int32[2]`` = ``[OP_SYNC, nonce]``, answered with :data:`SYNC_MAGIC` +
+  the nonce's 4 bytes, the marker after which a stream is at a message boundary again
+  (see docs/reliability.md).
+* start-up: one pickled message per worker, ``("ready", num_actions)`` or
+  ``("error", ErrorReport)``.
+"""
+
+from __future__ import annotations
+
+import enum
+import pickle
+import struct
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class Op(enum.IntEnum):
+    """Command opcodes (the first int32 of a command)."""
+
+    STEP = 1
+    RESET = 2
+    RESEED = 3  # followed by one pickled message: the new per-env seeds
+    CLOSE = 4
+    SYNC = 5  # followed by a nonce in the same command; answered with SYNC_MAGIC + nonce
+
+
+# Plain ints for the worker loop, which compares a numpy int32 against them every step.
+OP_STEP = int(Op.STEP)
+OP_RESET = int(Op.RESET)
+OP_RESEED = int(Op.RESEED)
+OP_CLOSE = int(Op.CLOSE)
+OP_SYNC = int(Op.SYNC)
+RELAY = 0x100  # flag on OP_STEP: the command holds the actions of this worker's whole subtree
+
+_RECORD = struct.Struct("<dddiiBBBx")
+REPLY_DTYPE = np.dtype(
+    {
+        "names": ["reward", "episode_return", "episode_time", "episode_length", "lives",
+                  "terminated", "truncated", "done"],
+        "formats": ["<f8", "<f8", "<f8", "<i4", "<i4", "u1", "u1", "u1"],
+        "offsets": [0, 8, 16, 24, 28, 32, 33, 34],
+        "itemsize": _RECORD.size,
+    }
+)
+"""One env's reply (36 bytes: one pad byte keeps every record's int32 fields 4-aligned).
+``done`` is ``terminated or truncated``, sent so that the main process copies one more
+column instead of running a ufunc on two. ``episode_return``, ``episode_time`` (wall
+seconds since the episode's reset, rounded to µs as gymnasium's RecordEpisodeStatistics
+rounds it) and ``episode_length`` are 0 unless the episode ended this step, so the main
+process can hand the columns out as they are, without per-env work."""
+assert _RECORD.size == 36
+
+
+class ReplyWriter:
+    """Packs reply records into a worker's reply buffer, by field name.
+
+    Two kinds of record: :meth:`ongoing` (the episode goes on, or just reset: only reward
+    and lives) and :meth:`ended` (the episode ended this step, with its statistics). Both
+    are one ``struct.pack_into`` call, as cheap as packing positionally.
+    """
+
+    __slots__ = ("_buffer", "_pack", "_size")
+
+    def __init__(self, buffer: memoryview) -> None:
+        self._buffer = buffer
+        self._pack = _RECORD.pack_into
+        self._size = _RECORD.size
+
+    def ongoing(self, j: int, *, reward: float, lives: int) -> None:
+        """Record ``j``: an episode that did not end this step."""
+        self._pack(self._buffer, j * self._size, reward, 0.0, 0.0, 0, lives, 0, 0, 0)
+
+    def ended(self, j: int, *, reward: float, lives: int, terminated: bool, truncated: bool,
+              episode_return: float, episode_time: float, episode_length: int) -> None:
+        """Record ``j``: the episode ended this step (``done`` is set)."""
+        self._pack(self._buffer, j * self._size, reward, episode_return, episode_time,
+                   episode_length, lives, terminated, truncated, 1)
+
+
+ERROR_MAGIC = b"\x00shmenv-worker-error\x00"
+SYNC_MAGIC = b"\x00shmenv-worker-sync\x00"
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """What went wrong in a worker, as sent up the pipe in place of a reply.
+
+    ``kind``: "raised" (an exception in the worker), "died" (a relay child that vanished;
+    only ``worker`` is meaningful) or "malformed" (a reply that made no sense).
+    ``worker``: the index of the worker it happened in, which for a relayed step may be
+    another worker than the one whose pipe carried the report.
+    """
+
+    type_name: str
+    message: str
+    traceback: str
+    worker: int
+    kind: str = "raised"
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, worker: int) -> ErrorReport:
+        """A report of ``exc``, raised in ``worker`` and being handled now."""
+        return cls(type(exc).__name__, str(exc), traceback.format_exc(), worker)
+
+    @classmethod
+    def died(cls, worker: int) -> ErrorReport:
+        return cls("", "", "", worker, "died")
+
+    @classmethod
+    def malformed(cls, worker: int) -> ErrorReport:
+        return cls("WorkerError", "malformed reply", "", worker, "malformed")
+
+    def encode(self, reply_nbytes: int) -> bytes:
+        """The report as a message longer than a reply of ``reply_nbytes``."""
+        return pad_error(ERROR_MAGIC + pickle.dumps(self), reply_nbytes)
+
+    @staticmethod
+    def decode(payload: bytes) -> ErrorReport | None:
+        """The report in ``payload``, or None if ``payload`` is not one."""
+        if not payload.startswith(ERROR_MAGIC):
+            return None
+        report = pickle.loads(payload[len(ERROR_MAGIC):])  # ignores the padding
+        return report if isinstance(report, ErrorReport) else None
+
+
+def pad_error(encoded: bytes, reply_nbytes: int) -> bytes:
+    """An encoded error report padded to be longer than a reply of ``reply_nbytes``."""
+    return encoded.ljust(reply_nbytes + 1, b"\x00")
+
+
+def sync_command(nonce: int) -> np.ndarray:
+    """The sync request for ``nonce`` (a 31-bit int)."""
+    return np.array([OP_SYNC, nonce], dtype=np.int32)
+
+
+def sync_marker(command: np.ndarray | bytes) -> bytes:
+    """The answer to the sync request ``command`` (an int32 array or its 8 bytes)."""
+    raw = command.tobytes() if isinstance(command, np.ndarray) else command
+    return SYNC_MAGIC + raw[4:8]
+
+
+def is_sync_command(message: bytes) -> bool:
+    return len(message) == 8 and int.from_bytes(message[:4], "little") == OP_SYNC
