@@ -17,36 +17,39 @@ the caller may keep (its values equal the reference's float64 ones). Only the co
 
 from __future__ import annotations
 
-import multiprocessing
+import functools
 import operator
 import weakref
-from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
 
 from shmenv.block import BlockLayout, SharedBlock
-from shmenv.errors import ClosedError, ShmenvError, WorkerDiedError, WorkerError, describe_exit
+from shmenv.errors import ClosedError, ShmenvError
+from shmenv.game import GameFactory
 from shmenv.games import GameOptions, resolve_game
-from shmenv.pool import resynchronize, sigint_blocked, stop_workers
-from shmenv.protocol import OP_RESET, OP_STEP, REPLY_DTYPE, ErrorReport
-from shmenv.worker import WorkerSpec, run_worker
+from shmenv.pool import FailureNotes, WorkerPool, release
+from shmenv.protocol import OP_RESET, OP_STEP, REPLY_DTYPE
+from shmenv.wire import header_as_int32
+from shmenv.worker import WorkerSpec
 
 _COMMANDS = ("reset", "step", "close")
-STARTUP_TIMEOUT_S = 120.0
-RESYNC_TIMEOUT_S = 60.0
+_NOTES = FailureNotes(died="; it is closed now, create a new Worker",
+                      died_while_starting="; it is closed now, create a new Worker",
+                      resync_timeout="", resync_died_when="after an interrupted call")
+
+
+def _describe(seed: int, _index: int, pid: int | None, _start: int, _stop: int) -> str:
+    return f"shmenv Worker(seed={seed}, pid {pid})"
 
 
 class WorkerPipe:
     """The trainer's end of a shmenv Worker: ``send((cmd, data))`` and ``recv()`` as on the
-    seed's Pipe; the observation is read from shared memory."""
+    reference's Pipe; the observation is read from shared memory."""
 
-    def __init__(self, conn: Connection, block: SharedBlock, process: Any, seed: int) -> None:
-        self._conn = conn
+    def __init__(self, pool: WorkerPool, block: SharedBlock) -> None:
+        self._pool = pool
         self._block = block
-        self._process = process
-        self._seed = seed
         self._ready = False
         self._closed = False
         self._num_actions = 0
@@ -55,56 +58,38 @@ class WorkerPipe:
         # exception (Ctrl-C) landing anywhere leaves the flag set for the next call.
         self._sending = False  # a command may be half sent
         self._reading = False  # a reply may be half read
-        self._command = np.zeros(2, dtype=np.int32)
+        self._command = np.zeros(3, dtype=np.int32)  # [pipe header, opcode, action]
+        self._command[0] = header_as_int32(8)
+        self._frame = memoryview(self._command).cast("B")
         self._reply = np.zeros(1, dtype=REPLY_DTYPE)
         self._reply_bytes = memoryview(self._reply).cast("B")
 
     def _describe(self) -> str:
-        return f"shmenv Worker(seed={self._seed}, pid {self._process.pid})"
+        return self._pool.describe(0)
 
     def _wait_ready(self) -> None:
         if self._ready:
             return
         try:
-            if not self._conn.poll(STARTUP_TIMEOUT_S):
-                self._fail(WorkerDiedError(f"{self._describe()} did not start within "
-                                           f"{STARTUP_TIMEOUT_S:.0f} s"))
-            kind, payload = self._conn.recv()
-        except (EOFError, OSError):
-            self._died("while starting")
-        if kind == "error":
-            self._fail(WorkerError(f"{self._describe()} failed to start: {payload.type_name}: "
-                                   f"{payload.message}\n\nWorker traceback:\n"
-                                   f"{payload.traceback}", payload.type_name, payload.traceback))
-        self._num_actions = payload
+            self._num_actions = self._pool.wait_until_ready()
+        except BaseException:
+            self._shutdown()
+            raise
         self._ready = True
         self._block.unlink()  # the worker has mapped it; nothing can leak from here on
-
-    def _fail(self, error: Exception) -> None:
-        self._shutdown()
-        raise error
-
-    def _died(self, when: str) -> None:
-        how, code = describe_exit(self._process)
-        self._fail(WorkerDiedError(f"{self._describe()} {how} {when}; it is closed now, "
-                                   "create a new Worker", code))
 
     def _resync(self) -> None:
         """After Ctrl-C cut a send or a read short: discard whatever is left in the pipe
         (the interrupted command's reply is lost) so the next reply read is the right one."""
-        try:
-            resynchronize(self._conn, RESYNC_TIMEOUT_S)
-        except (EOFError, OSError):
-            self._died("after an interrupted call")
-        except TimeoutError:
-            self._fail(WorkerDiedError(f"{self._describe()} did not answer within "
-                                       f"{RESYNC_TIMEOUT_S:.0f} s after an interrupted call"))
+        self._pool.unread_replies = True
+        self._pool.resynchronize()
         self._awaiting.clear()
         self._sending = self._reading = False
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, _reason: str = "") -> None:
         self._closed = True
-        _stop(self._conn, self._process, self._block)
+        release(self._pool.conns, self._pool.processes)
+        self._block.close()
 
     def send(self, message: tuple[str, Any]) -> None:
         try:
@@ -124,9 +109,9 @@ class WorkerPipe:
         self._wait_ready()
         if cmd == "step":
             action = _as_action(data, self._num_actions)
-            self._command[0], self._command[1] = OP_STEP, action
+            self._command[1], self._command[2] = OP_STEP, action
         else:
-            self._command[0] = OP_RESET
+            self._command[1] = OP_RESET
         if self._awaiting or self._sending or self._reading:
             # One command in flight at a time, as the seed's trainers use a Worker: its
             # slot holds one stack, which the new command will overwrite. A reply still
@@ -135,10 +120,7 @@ class WorkerPipe:
             self._resync()
         self._sending = True
         self._awaiting.append(cmd)
-        try:
-            self._conn.send_bytes(self._command)
-        except OSError:
-            self._died("before this command")
+        self._pool.send_frame(0, self._frame, "before this command")
         self._sending = False
 
     def recv(self) -> Any:
@@ -152,18 +134,11 @@ class WorkerPipe:
             raise RuntimeError("recv() called with no command pending; send() one first")
         try:
             # Wait first: a Ctrl-C here leaves the reply in the pipe; recv() again reads it.
-            self._conn.poll(None)
+            self._pool.conns[0].poll(None)
         except (EOFError, OSError):
-            self._died("while running a command")
+            self._pool.worker_died(0, "while running a command")
         self._reading = True
-        try:
-            nbytes = self._conn.recv_bytes_into(self._reply_bytes)
-        except multiprocessing.BufferTooShort as exc:
-            self._raise_worker_error(exc.args[0])
-        except (EOFError, OSError):
-            self._died("while running a command")
-        if nbytes != len(self._reply_bytes):
-            self._raise_worker_error(bytes(self._reply_bytes[:nbytes]))
+        self._pool.read_reply_into(0, self._reply_bytes, "while running a command")
         cmd = self._awaiting.pop(0)
         self._reading = False
         stack = self._block.obs[0].copy()
@@ -175,21 +150,15 @@ class WorkerPipe:
                  "length": int(record["episode_length"])} if done else None)
         return stack, float(record["reward"]), done, info
 
-    def _raise_worker_error(self, payload: bytes) -> None:
-        report = ErrorReport.decode(payload) or ErrorReport("Error", "malformed reply", "", 0)
-        self._fail(WorkerError(f"{self._describe()} raised {report.type_name}: "
-                               f"{report.message}\n\nWorker traceback:\n{report.traceback}",
-                               report.type_name, report.traceback))
-
     def poll(self, timeout: float | None = 0.0) -> bool:
         if self._closed:
             raise ClosedError(f"{self._describe()} is closed; create a new Worker")
-        return self._conn.poll(timeout)
+        return self._pool.conns[0].poll(timeout)
 
     def fileno(self) -> int:
         if self._closed:
             raise ClosedError(f"{self._describe()} is closed; create a new Worker")
-        return self._conn.fileno()
+        return self._pool.conns[0].fileno()
 
     def close(self) -> None:
         if not self._closed:
@@ -212,41 +181,38 @@ def _as_action(data: Any, num_actions: int) -> int:
     return action
 
 
-def _stop(conn: Connection, process: Any, block: SharedBlock) -> None:
-    stop_workers([conn], [process], 2.0)
-    conn.close()
+def _release(conns: list, processes: list, block: SharedBlock) -> None:
+    release(conns, processes)
     block.close()
 
 
 class Worker:
-    """Drop-in for the seed's ``Worker(seed)``: a process with its own shared-memory slot.
+    """Drop-in for the reference's ``Worker(seed)``: a process with its own shared-memory
+    slot.
 
-    ``.child`` speaks the seed's protocol (``("reset", None)``, ``("step", action)``,
+    ``.child`` speaks the reference's protocol (``("reset", None)``, ``("step", action)``,
     ``("close", None)``); ``.process`` is the ``multiprocessing.Process``. Extra keyword
     arguments are game options (see :class:`shmenv.games.GameOptions`).
     """
 
     def __init__(self, seed: int, game: str = "Breakout", *,
-                 game_factory: Callable[..., Any] | None = None, **game_options: Any) -> None:
+                 game_factory: GameFactory | None = None, **game_options: Any) -> None:
         options = GameOptions.from_kwargs(game_options)
         rom = resolve_game(game)
         block = SharedBlock.create(BlockLayout(1, options.obs_shape))
-        parent_end, child_end = multiprocessing.Pipe()
         spec = WorkerSpec(index=0, block_name=block.name, layout=block.layout, env_start=0,
                           env_stop=1, game=rom, seeds=(seed,), options=options,
                           same_step_autoreset=True, write_final_obs=False,
                           game_factory=game_factory)
-        forked = multiprocessing.get_start_method() == "fork"
-        self.process = multiprocessing.Process(
-            target=run_worker, args=(child_end, spec, (parent_end.fileno(),) if forked else ()),
-            name=f"shmenv-Worker-{seed}", daemon=True,
-        )
+        pool = WorkerPool([spec], describe=functools.partial(_describe, seed), notes=_NOTES,
+                          raw_pipes=False)
+        self.child = WorkerPipe(pool, block)
+        pool.set_on_failure(self.child._shutdown)
         try:
-            with sigint_blocked():  # a Ctrl-C now must not reach the half-started worker
-                self.process.start()
+            pool.launch(name=f"shmenv-Worker-{seed}")
         except BaseException:
+            release(pool.conns, pool.processes)
             block.close()
             raise
-        child_end.close()
-        self.child = WorkerPipe(parent_end, block, self.process, seed)
-        self._finalizer = weakref.finalize(self, _stop, parent_end, self.process, block)
+        self.process = pool.processes[0]
+        self._finalizer = weakref.finalize(self, _release, pool.conns, pool.processes, block)

@@ -35,6 +35,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from shmenv.actions import check_actions
 from shmenv.errors import ClosedError, ShmenvError, WorkerDiedError, WorkerError
 from shmenv.games import GameOptions, resolve_game
 from shmenv.lifecycle import ClosableEnvMixin
@@ -80,8 +81,8 @@ class _EnvActor:
         return {
             "pid": os.getpid(),
             "node_ip": ray.util.get_node_ip_address(),
-            "worker_pids": [process.pid for process in self.env._processes],
-            "seeds": list(self.env._seeds),
+            "worker_pids": list(self.env.worker_pids),
+            "seeds": list(self.env.seeds),
             "num_actions": int(self.env.single_action_space.n),
         }
 
@@ -267,19 +268,6 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
             raise ClosedError(f"this RayVectorEnv is closed ({self._closed_reason}); "
                               "create a new one with shmenv.ray.make(...)")
 
-    def _validate_actions(self, actions: Any, count: int) -> np.ndarray:
-        array = np.asarray(actions)
-        if array.shape != (count,):
-            raise ValueError(f"actions must have shape ({count},), one per env, "
-                             f"got shape {array.shape}")
-        if array.dtype.kind not in "iu":
-            raise TypeError(f"actions must be integers, got dtype {array.dtype}")
-        if array.size and (array.min() < 0 or array.max() >= self._num_actions):
-            index = int(np.flatnonzero((array < 0) | (array >= self._num_actions))[0])
-            raise ValueError(f"action {array[index]!r} at position {index} is out of range: "
-                             f"{self.game} has actions 0..{self._num_actions - 1}")
-        return array.astype(np.int64, copy=False)
-
     def _gather(self, refs: list[Any], actor_indices: list[int]) -> list[Any]:
         """``ray.get`` the actors' results; any Ray failure becomes a shmenv error."""
         try:
@@ -386,7 +374,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
         if self._in_flight:
             raise RuntimeError(f"{len(self._in_flight)} actors still have a step in flight "
                                "from send(); recv() them (or reset()) before step()")
-        actions = self._validate_actions(actions, self.num_envs)
+        actions = check_actions(actions, self.num_envs, self._num_actions, self.game)
         refs = [actor.step.remote(actions[info.env_start:info.env_stop])
                 for actor, info in zip(self._actors, self.actor_infos)]
         results = self._gather(refs, list(range(self.num_actors)))
@@ -412,7 +400,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
             raise ValueError(f"env_ids must be in [0, {self.num_envs}), got {env_ids}")
         if len(np.unique(env_ids)) != len(env_ids):
             raise ValueError(f"env_ids has duplicates: {env_ids}")
-        actions = self._validate_actions(actions, len(env_ids))
+        actions = check_actions(actions, len(env_ids), self._num_actions, self.game)
         actors = self._actors_for(env_ids)
         busy = [index for index in actors if index in self._in_flight]
         if busy:

@@ -1,17 +1,16 @@
-"""ShmVectorEnv: a gymnasium VectorEnv whose observations never leave shared memory.
+"""ShmVectorEnv: the gymnasium VectorEnv over a worker pool, observations in shared memory.
 
-The main process's whole job per step: validate the actions, send each worker one small
-message, read one small reply from each, and turn the replies into numpy arrays. Per-env
-work in the main process is numpy over the batch, never a Python loop.
+The main process's whole job per step: validate the actions, send the workers one small
+message, read one small reply, and turn the replies into numpy arrays. Per-env work in the
+main process is numpy over the batch, never a Python loop. Processes and pipes belong to
+:class:`shmenv.pool.WorkerPool`, async batches to :class:`shmenv.batching.AsyncBatcher`.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import time
 import weakref
-from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,10 +18,12 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from shmenv.actions import check_actions
 from shmenv.affinity import worker_cpus
-from shmenv.batching import ALL_ENVS, AsyncBatchingMixin
+from shmenv.batching import AsyncBatcher, CommandFrames
 from shmenv.block import BlockLayout, SharedBlock
-from shmenv.errors import ClosedError, WorkerDiedError, WorkerError, describe_exit
+from shmenv.errors import ClosedError
+from shmenv.game import GameFactory
 from shmenv.games import GameOptions, resolve_game
 from shmenv.lifecycle import ClosableEnvMixin
 from shmenv.planning import (
@@ -35,18 +36,15 @@ from shmenv.planning import (
     split_envs,
     subtree_stops,
 )
-from shmenv.pool import resynchronize, sigint_blocked, stop_workers
-from shmenv.protocol import OP_RESEED, OP_RESET, OP_STEP, RELAY, REPLY_DTYPE, ErrorReport
+from shmenv.pool import WorkerPool, release
+from shmenv.protocol import OP_RESEED, OP_RESET, OP_STEP, RELAY, REPLY_DTYPE
 from shmenv.wire import RAW_PIPES, header_as_int32, read_frame_into, write_frame
-from shmenv.worker import WorkerSpec, run_worker
+from shmenv.worker import WorkerSpec
 
-STARTUP_TIMEOUT_S = 120.0
-RESYNC_TIMEOUT_S = 60.0  # a worker may be in the middle of a reseed (~0.2 s per env)
-_SHUTDOWN_TIMEOUT_S = 2.0
-_FAILURE_GRACE_S = 0.5  # after a worker failed, the others get this long before SIGKILL
+StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
 
 
-class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
+class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
     """Many Atari games in worker processes, observations in one shared-memory block.
 
     Use :func:`shmenv.make` to build one. ``reset``/``step`` follow gymnasium's VectorEnv
@@ -63,18 +61,23 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
 
     Advanced: ``context`` picks the multiprocessing start method ("fork", "spawn",
     "forkserver"; default: the platform's). ``game_factory(game, seed, options, stack_out)``
-    replaces :class:`shmenv.atari.AtariGame` in the workers (it must be picklable and offer
-    the same ``step``/``reset``/``reseed``/``write_final_stack`` interface); benchmarks use
-    it to run a zero-cost game.
+    replaces :class:`shmenv.atari.AtariGame` in the workers (it must be picklable and
+    implement :class:`shmenv.game.Game`); benchmarks use it to run a zero-cost game
+    (:mod:`shmenv.fakegames`).
 
     Async batches (``batch_size < num_envs``, envpool's API): ``send(actions, env_ids)`` and
-    ``recv()``; see :class:`shmenv.batching.AsyncBatchingMixin` and docs/scaling.md.
+    ``recv()``; see :mod:`shmenv.batching` and docs/scaling.md.
 
     ``worker_spin_us``: after replying, a worker polls for its next command for up to this
     long (and at most 10% of its step time, and only while commands do come that fast)
     before sleeping, because waking a sleeping process costs every synchronous step tens
     to hundreds of µs. Default: 500 when every worker can have a core of its own, else 0
     (never spin on an oversubscribed machine). 0 turns it off.
+
+    ``raw_pipes`` (default True where the platform allows): the main reads and writes
+    multiprocessing's pipe framing on the raw descriptors (one ``readv`` per reply, see
+    :mod:`shmenv.wire`); False uses ``Connection`` calls instead, with the same results and
+    no relay tree.
 
     ``relay_fanout`` (default 8): a synchronous ``step`` goes through a relay tree of the
     workers with up to this many children each: the main process writes one command to
@@ -98,17 +101,15 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
         copy: bool = False,
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         context: str | None = None,
-        game_factory: Callable[..., Any] | None = None,
+        game_factory: GameFactory | None = None,
         batch_size: int | None = None,
         cpu_affinity: bool | Sequence[int] = False,
         worker_spin_us: float | None = None,
         relay_fanout: int = DEFAULT_RELAY_FANOUT,
+        raw_pipes: bool = True,
         **game_options: Any,
     ) -> None:
         self._closed_reason: str | None = "it was never fully started"
-        self._processes: list[multiprocessing.process.BaseProcess] = []
-        self._conns: list[Connection] = []
-        self._block: SharedBlock | None = None
 
         options = GameOptions.from_kwargs(game_options)
         rom = resolve_game(game)
@@ -128,6 +129,9 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
         if autoreset_mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode DISABLED is not supported; use SAME_STEP "
                              "(the seed's behaviour) or NEXT_STEP")
+        if (isinstance(relay_fanout, bool) or not isinstance(relay_fanout, (int, np.integer))
+                or relay_fanout < 0):
+            raise ValueError(f"relay_fanout must be an int >= 0, got {relay_fanout!r}")
 
         self.game = rom
         self.options = options
@@ -135,27 +139,26 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
         self.num_workers = int(num_workers)
         self.copy = copy
         self.metadata = {"autoreset_mode": autoreset_mode}
+        self.batch_size = batch_size
         self._same_step = autoreset_mode == AutoresetMode.SAME_STEP
         self._seeds = env_seeds(seed, num_envs)
-        self._game_factory = game_factory
         self._env_ranges = split_envs(num_envs, self.num_workers)
-        self.batch_size = batch_size
         self._worker_cpus = worker_cpus(cpu_affinity, self.num_workers)
-        self._worker_spin_us = spin_budget(worker_spin_us, self.num_workers)
-        if (isinstance(relay_fanout, bool) or not isinstance(relay_fanout, (int, np.integer))
-                or relay_fanout < 0):
-            raise ValueError(f"relay_fanout must be an int >= 0, got {relay_fanout!r}")
+        raw_pipes = bool(raw_pipes) and RAW_PIPES
         # Relayed steps need raw pipe I/O and only serve synchronous steps of 2+ workers.
-        self._relay = (RAW_PIPES and relay_fanout > 0 and batch_size == num_envs
+        self._relay = (raw_pipes and relay_fanout > 0 and batch_size == num_envs
                        and self.num_workers > 1)
-        self._relay_children = (relay_tree(self.num_workers, int(relay_fanout)) if self._relay
-                                else [[] for _ in range(self.num_workers)])
+        children = (relay_tree(self.num_workers, int(relay_fanout)) if self._relay
+                    else [[] for _ in range(self.num_workers)])
 
         self._block = SharedBlock.create(BlockLayout(num_envs, options.obs_shape))
-        self._finalizer = weakref.finalize(self, _shutdown, self._conns, self._processes,
-                                           self._block)
+        specs = self._worker_specs(game_factory, spin_budget(worker_spin_us, self.num_workers),
+                                   children)
+        self._pool = WorkerPool(specs, raw_pipes=raw_pipes, on_failure=self._shutdown)
+        self._finalizer = weakref.finalize(self, _release, self._pool.conns,
+                                           self._pool.processes, self._block)
         try:
-            num_actions = self._start_workers(context)
+            num_actions = self._pool.start(context)
         except BaseException:
             self._finalizer()
             raise
@@ -168,93 +171,28 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._num_actions = num_actions
         self._init_buffers()
+        self._batcher = AsyncBatcher(self._pool, self._env_ranges, self._frames,
+                                     self._reply_views, batch_size, num_actions, rom)
         self._closed_reason = None
 
     # ----------------------------------------------------------------- start-up
-    def _start_workers(self, context: str | None) -> int:
-        ctx = multiprocessing.get_context(context)
-        # All pipes first: a worker gets the main's ends of its relay children's pipes.
-        pipes = [ctx.Pipe() for _ in self._env_ranges]
-        self._conns.extend(parent_end for parent_end, _child_end in pipes)
-        try:
-            self._start_processes(ctx, pipes)
-        finally:
-            for _parent_end, child_end in pipes:
-                child_end.close()
-        return self._wait_until_ready()
-
-    def _start_processes(self, ctx: Any, pipes: list[tuple[Connection, Connection]]) -> None:
-        forked = ctx.get_start_method() == "fork"
-        stops = subtree_stops(self._env_ranges, self._relay_children)
-        for index, (start, stop) in enumerate(self._env_ranges):
-            children = self._relay_children[index]
-            spec = WorkerSpec(
-                index=index, block_name=self._block.name, layout=self._block.layout,
-                env_start=start, env_stop=stop, game=self.game,
-                seeds=tuple(self._seeds[start:stop]), options=self.options,
-                same_step_autoreset=self._same_step, write_final_obs=self._same_step,
-                game_factory=self._game_factory, cpu=self._worker_cpus[index],
-                spin_us=self._worker_spin_us,
-                relay_children=tuple((child, self._env_ranges[child][0], stops[child])
-                                     for child in children),
-            )
-            child_end = pipes[index][1]
-            child_conns = tuple(self._conns[child] for child in children)
-            # A forked child inherits every descriptor open here; it keeps only its own end
-            # and its relay children's, so that each pipe's EOF still means one worker died.
-            keep = {child_end.fileno()} | {conn.fileno() for conn in child_conns}
-            inherited = tuple(conn.fileno() for pipe in pipes for conn in pipe
-                              if not conn.closed and conn.fileno() not in keep)
-            process = ctx.Process(
-                target=run_worker,
-                args=(child_end, spec, inherited if forked else (), child_conns),
-                name=f"shmenv-worker-{index}", daemon=True,
-            )
-            with sigint_blocked():  # a Ctrl-C now must not reach a half-started worker
-                process.start()
-            child_end.close()
-            self._processes.append(process)
-
-    def _wait_until_ready(self) -> int:
-        num_actions = None
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        for index, (conn, process) in enumerate(zip(self._conns, self._processes)):
-            if not conn.poll(max(deadline - time.monotonic(), 0)):
-                raise WorkerDiedError(f"worker {index} did not start within "
-                                      f"{STARTUP_TIMEOUT_S:.0f} s")
-            try:
-                kind, payload = conn.recv()
-            except (EOFError, OSError):
-                how, code = describe_exit(process)
-                raise WorkerDiedError(f"{self._describe_worker(index)} {how} while starting",
-                                      code) from None
-            if kind == "error":
-                raise WorkerError(f"{self._describe_worker(index)} failed to start: "
-                                  f"{payload.type_name}: {payload.message}\n\n"
-                                  f"Worker traceback:\n{payload.traceback}",
-                                  payload.type_name, payload.traceback)
-            num_actions = payload
-        return num_actions
+    def _worker_specs(self, game_factory: GameFactory | None, spin_us: float,
+                      children: list[list[int]]) -> list[WorkerSpec]:
+        stops = subtree_stops(self._env_ranges, children)
+        return [WorkerSpec(
+            index=index, block_name=self._block.name, layout=self._block.layout,
+            env_start=start, env_stop=stop, game=self.game,
+            seeds=tuple(self._seeds[start:stop]), options=self.options,
+            same_step_autoreset=self._same_step, write_final_obs=self._same_step,
+            game_factory=game_factory, cpu=self._worker_cpus[index], spin_us=spin_us,
+            relay_children=tuple((child, self._env_ranges[child][0], stops[child])
+                                 for child in children[index]),
+        ) for index, (start, stop) in enumerate(self._env_ranges)]
 
     def _init_buffers(self) -> None:
         """Everything the hot path reuses, allocated once."""
-        num_envs, num_workers = self.num_envs, self.num_workers
-        # One int32 command buffer; worker w's frame is [pipe header, opcode, its actions...]
-        # (the header is multiprocessing's length prefix, so each frame is one write).
-        self._commands = np.zeros(num_envs + 2 * num_workers, dtype=np.int32)
-        self._opcode_slots = np.array([start + 2 * w + 1 for w, (start, _) in
-                                       enumerate(self._env_ranges)])
-        self._action_slots = np.concatenate(
-            [np.arange(start, stop) + 2 * w + 2
-             for w, (start, stop) in enumerate(self._env_ranges)]
-        )
-        commands_bytes = memoryview(self._commands).cast("B")
-        self._command_frames = []
-        for w, (start, stop) in enumerate(self._env_ranges):
-            self._commands[start + 2 * w] = header_as_int32(4 * (1 + stop - start))
-            self._command_frames.append(commands_bytes[4 * (start + 2 * w): 4 * (stop + 2 * w + 2)])
-        self._command_views = [frame[4:] for frame in self._command_frames]  # payload only
-        self._fds = [conn.fileno() for conn in self._conns]
+        num_envs = self.num_envs
+        self._frames = CommandFrames(self._env_ranges, header_as_int32)
         self._reply_header = bytearray(4)
         # Replies land straight in one record array, worker by worker.
         self._replies = np.zeros(num_envs, dtype=REPLY_DTYPE)
@@ -269,8 +207,6 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
         self._relay_actions = self._relay_command[2:]
         self._relay_frame = memoryview(self._relay_command).cast("B")
         self._all_replies = replies_bytes
-        self._pending: list[int] = []
-        self._unread_replies = False  # commands sent, replies not all read yet; see _drain
         self._env_ids = np.arange(num_envs)
         # Column views of the records, made once: _results copies them.
         self._columns = {name: self._replies[name] for name in REPLY_DTYPE.names}
@@ -281,13 +217,7 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
         # a first ufunc, reduction, np.ones or fancy index (~20 us each here, measured).
         self._all_true = np.ones(num_envs, dtype=bool)
         self._all_none = np.full(num_envs, None, dtype=object)
-        self._init_async_state()
-
-    def _describe_worker(self, index: int) -> str:
-        start, stop = self._env_ranges[index]
-        envs = f"env {start}" if stop - start == 1 else f"envs {start}-{stop - 1}"
-        pid = self._processes[index].pid if index < len(self._processes) else None
-        return f"shmenv worker {index} (pid {pid}, {envs})"
+        self._gathered_obs: np.ndarray | None = None  # reused by recv() of scattered envs
 
     # ----------------------------------------------------------------- hot path
     def _check_open(self) -> None:
@@ -295,125 +225,7 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
             raise ClosedError(f"this ShmVectorEnv is closed ({self._closed_reason}); "
                               "create a new one with shmenv.make(...)")
 
-    def _send(self, opcode: int) -> None:
-        self._commands[self._opcode_slots] = opcode
-        # Set before the first byte goes out and cleared only once every reply was read:
-        # if an exception (Ctrl-C) lands anywhere in between, the next call sees it set.
-        self._unread_replies = True
-        self._send_frames(range(self.num_workers))
-        self._pending = list(range(self.num_workers))
-
-    def _send_frames(self, workers: Sequence[int]) -> None:
-        """Send each listed worker its prepared command frame: one write per worker."""
-        for index in workers:
-            try:
-                if RAW_PIPES:
-                    write_frame(self._fds[index], self._command_frames[index])
-                else:
-                    self._conns[index].send_bytes(self._command_views[index])
-            except OSError:
-                self._worker_died(index)
-
-    def _worker_died(self, index: int) -> None:
-        how, code = describe_exit(self._processes[index])
-        self._pending.clear()
-        self._fail(WorkerDiedError(
-            f"{self._describe_worker(index)} {how}. All workers were stopped and this env "
-            "is closed; create a new one.", code))
-
-    def _gather(self) -> None:
-        """Read every worker's reply into ``self._replies``, in worker order.
-
-        Blocking reads sleep in the kernel; a dead worker is seen at once as EOF, because
-        only that worker holds the other end of its pipe.
-        """
-        while self._pending:
-            index = self._pending[0]
-            view = self._reply_views[index]
-            try:
-                if RAW_PIPES:  # one readv into the record array (see shmenv.wire)
-                    error_reply = read_frame_into(self._fds[index], self._reply_header, view)
-                else:
-                    nbytes = self._conns[index].recv_bytes_into(view)
-                    error_reply = None if nbytes == len(view) else bytes(view[:nbytes])
-            except multiprocessing.BufferTooShort as exc:
-                error_reply = exc.args[0]
-            except (EOFError, OSError):
-                self._worker_died(index)
-            self._pending.pop(0)
-            if error_reply is not None:
-                self._raise_worker_error(index, error_reply)
-        self._unread_replies = False
-
-    def _raise_worker_error(self, index: int, payload: bytes) -> None:
-        report = ErrorReport.decode(payload)
-        if report is None:
-            self._fail(WorkerError(f"{self._describe_worker(index)} sent a malformed reply"))
-        origin = report.worker  # relayed: another worker than `index`
-        if report.kind == "died":
-            self._worker_died(origin)
-        self._fail(WorkerError(f"{self._describe_worker(origin)} raised {report.type_name}: "
-                               f"{report.message}\n\nWorker traceback:\n{report.traceback}",
-                               report.type_name, report.traceback))
-
-    def _fail(self, error: Exception) -> None:
-        """Stop everything, then raise: the envs' state is lost with the failed worker, so
-        the others get a short grace period and are then killed (no polite 2 s wait)."""
-        self._pending.clear()
-        stop_workers(self._conns, self._processes, _FAILURE_GRACE_S)
-        self._shutdown(f"a worker failed: {error}".splitlines()[0])
-        raise error
-
-    def _drain(self) -> None:
-        """Make the pipes clean before a new command.
-
-        After an interrupted call (Ctrl-C inside ``step``), each worker still finishes the
-        command it got, and its reply (or the rest of one) may sit unread in the pipe, or
-        a command may never have been sent. Resynchronizing discards what is unread, so the
-        next call reads its own replies.
-        """
-        if self._unread_replies:
-            self._pending.clear()
-            for index, conn in enumerate(self._conns):
-                try:
-                    resynchronize(conn, RESYNC_TIMEOUT_S)
-                except (EOFError, OSError):
-                    self._worker_died(index)
-                except TimeoutError:
-                    self._fail(WorkerDiedError(
-                        f"{self._describe_worker(index)} did not answer within "
-                        f"{RESYNC_TIMEOUT_S:.0f} s after an interrupted call; all workers "
-                        "were stopped and this env is closed."))
-            self._unread_replies = False
-
-    def _validate_actions(self, actions: Any) -> np.ndarray:
-        """The actions as an integer array, or a ValueError/TypeError naming the first bad
-        env and its value. Nothing has been sent when this raises."""
-        if actions is None or isinstance(actions, (str, bytes)):
-            raise TypeError(f"actions must be a sequence of {self.num_envs} ints (one per "
-                            f"env), got {actions!r}")
-        try:
-            array = np.asarray(actions)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"actions must be a flat sequence of {self.num_envs} ints (one "
-                             f"per env); could not read {actions!r} as one: {exc}") from None
-        if array.shape != (self.num_envs,):
-            what = (f"{array.shape[0]} actions" if array.ndim == 1
-                    else f"an array of shape {array.shape}")
-            raise ValueError(f"actions must have shape ({self.num_envs},), one int per env; "
-                             f"got {what}")
-        if array.dtype.kind not in "iu":
-            array = _integer_actions(array)
-        # argmin/argmax, not min/max: a plain loop instead of numpy's ufunc reduction
-        # machinery, which costs ~20 µs on the main's cold caches (see _init_buffers).
-        if array[array.argmin()] < 0 or array[array.argmax()] >= self._num_actions:
-            index = int(np.flatnonzero((array < 0) | (array >= self._num_actions))[0])
-            raise ValueError(f"actions[{index}] = {array[index].item()!r} is out of range: "
-                             f"{self.game} has actions 0..{self._num_actions - 1}")
-        return array
-
-    def step(self, actions: Any, env_ids: Any = None) -> tuple[
-            np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    def step(self, actions: Any, env_ids: Any = None) -> StepResult:
         """Step every env once. See the class docstring for what ``obs`` is.
 
         With ``env_ids`` (async mode, envpool's convention) this is ``send(actions, env_ids)``
@@ -423,39 +235,48 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
             self.send(actions, env_ids)
             return self.recv()
         self._check_open()
-        actions = self._validate_actions(actions)
-        self._check_idle("step(actions)")
-        self._drain()
-        if self._relay:
-            self._relayed_step(actions)
+        actions = check_actions(actions, self.num_envs, self._num_actions, self.game)
+        self._batcher.check_idle("step(actions)")
+        pool = self._pool
+        pool.resynchronize()
+        if self._relay:  # one write, one read (see shmenv.worker.Relay)
+            self._relay_actions[:] = actions
+            pool.unread_replies = True
+            try:
+                write_frame(pool.fds[0], self._relay_frame)
+                error_reply = read_frame_into(pool.fds[0], self._reply_header,
+                                              self._all_replies)
+            except (EOFError, OSError):
+                pool.worker_died(0)
+            if error_reply is not None:
+                pool.raise_error_reply(0, error_reply)
+            pool.unread_replies = False
         else:
-            self._commands[self._action_slots] = actions
-            self._send(OP_STEP)
-            self._gather()
+            self._frames.commands[self._frames.action_slots] = actions
+            self._send_all(OP_STEP)
+            self._read_all()
         return self._results()
 
-    def _relayed_step(self, actions: np.ndarray) -> None:
-        """One synchronous step through the relay tree: one write, one read (see
-        :class:`shmenv.worker.Relay`)."""
-        self._relay_actions[:] = actions
-        self._unread_replies = True
-        try:
-            write_frame(self._fds[0], self._relay_frame)
-            error_reply = read_frame_into(self._fds[0], self._reply_header, self._all_replies)
-        except (EOFError, OSError):
-            self._worker_died(0)
-        if error_reply is not None:
-            self._raise_worker_error(0, error_reply)
-        self._unread_replies = False
+    def _send_all(self, opcode: int) -> None:
+        """Send every worker its prepared frame with ``opcode``: one write per worker."""
+        self._frames.commands[self._frames.opcode_slots] = opcode
+        self._pool.unread_replies = True
+        for index, frame in enumerate(self._frames.frames):
+            self._pool.send_frame(index, frame)
 
-    def _results(self, envs: slice | np.ndarray = ALL_ENVS) -> tuple[
-            np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Outputs for the envs ``envs`` selects (all of them for ``step``), from their
-        latest replies: a copy of each reply column, and a Python loop only over the envs
-        whose episode just ended (their ``final_obs``). The workers already zero the
-        episode columns of envs that did not end and send ``done``, so every output is a
-        copy (see ``_init_buffers`` for why that matters)."""
-        if envs is ALL_ENVS:  # the synchronous step: no slicing, the ids are positions
+    def _read_all(self) -> None:
+        """Read every worker's reply into ``self._replies``, in worker order."""
+        for index, view in enumerate(self._reply_views):
+            self._pool.read_reply_into(index, view)
+        self._pool.unread_replies = False
+
+    def _results(self, envs: slice | np.ndarray | None = None) -> StepResult:
+        """Outputs for the envs ``envs`` selects (None: every env, the synchronous step),
+        from their latest replies: a copy of each reply column, and a Python loop only over
+        the envs whose episode just ended (their ``final_obs``). The workers already zero
+        the episode columns of envs that did not end and send ``done``, so every output is
+        a copy (see ``_init_buffers`` for why that matters)."""
+        if envs is None:  # the synchronous step: no slicing, the ids are positions
             columns = self._columns
         else:
             columns = {name: column[envs] for name, column in self._columns.items()}
@@ -473,7 +294,7 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
             infos["_episode"] = dones
             if self._same_step:
                 final_obs = self._all_none[:count].copy()
-                batch_ids = self._env_ids if envs is ALL_ENVS else self._env_ids[envs]
+                batch_ids = self._env_ids if envs is None else self._env_ids[envs]
                 rows = self._block.final_obs
                 for position in dones.nonzero()[0].tolist():
                     final_obs[position] = rows[batch_ids[position]].copy()
@@ -481,6 +302,20 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
                 infos["_final_obs"] = dones.copy()
         return self._obs_for(envs), rewards, terminations, truncations, infos
 
+    def _obs_for(self, envs: slice | np.ndarray | None) -> np.ndarray:
+        """The observations of ``envs``: a view for a range, one gather for a list."""
+        obs = self._block.obs
+        if envs is None:
+            return obs.copy() if self.copy else obs
+        if isinstance(envs, slice):
+            return obs[envs].copy() if self.copy else obs[envs]
+        if self.copy:
+            return obs[envs]
+        if self._gathered_obs is None or len(self._gathered_obs) < len(envs):
+            self._gathered_obs = np.empty((len(envs),) + obs.shape[1:], dtype=obs.dtype)
+        return np.take(obs, envs, axis=0, out=self._gathered_obs[:len(envs)])
+
+    # ----------------------------------------------------------------- reset
     def reset(
         self,
         *,
@@ -504,55 +339,106 @@ class ShmVectorEnv(ClosableEnvMixin, AsyncBatchingMixin, VectorEnv):
             obs, _rewards, _terminations, _truncations, infos = self.recv()
             return obs, infos
         seeds = None if seed is None else env_seeds(seed, self.num_envs)
-        self._drop_in_flight()
-        self._drain()
-        if seeds is None:
-            self._send(OP_RESET)
-        else:
-            self._send(OP_RESEED)
+        self._batcher.drop_in_flight()
+        self._pool.resynchronize()
+        self._send_all(OP_RESET if seeds is None else OP_RESEED)
+        if seeds is not None:
             for index, (start, stop) in enumerate(self._env_ranges):
-                try:
-                    self._conns[index].send(seeds[start:stop])
-                except OSError:
-                    self._worker_died(index)
+                self._pool.send_object(index, seeds[start:stop])
             self._seeds = seeds
-        self._gather()
+        self._read_all()
         obs = self._block.obs.copy() if self.copy else self._block.obs
         return obs, {"lives": self._replies["lives"].copy(),
                      "_lives": np.ones(self.num_envs, dtype=bool)}
+
+    # ----------------------------------------------------------------- async batches
+    def send(self, actions: Any, env_ids: Any = None) -> None:
+        """Start one step of the envs ``env_ids`` (all envs if None) with ``actions``.
+
+        ``actions[j]`` is for env ``env_ids[j]``. The ids must make up whole workers and none
+        may be in flight; passing back exactly the ``infos["env_id"]`` of a ``recv()`` always
+        does. Returns at once; collect the results with :meth:`recv`.
+        """
+        self._check_open()
+        self._batcher.send(actions, env_ids)
+
+    def recv(self) -> StepResult:
+        """Wait for the first ``batch_size`` envs whose step (or reset) is done.
+
+        Returns ``(obs, rewards, terminations, truncations, infos)`` for those envs, sorted by
+        env id; ``infos["env_id"]`` says which they are. See :mod:`shmenv.batching` for when
+        ``obs`` is a view and when it is gathered.
+        """
+        self._check_open()
+        envs, env_ids = self._batcher.recv()
+        obs, rewards, terminations, truncations, infos = self._results(envs)
+        infos["env_id"] = env_ids
+        return obs, rewards, terminations, truncations, infos
+
+    def async_reset(self, *, seed: int | Sequence[int] | None = None) -> None:
+        """Reset every env without waiting; the reset envs come out of :meth:`recv`.
+
+        Results still in flight are dropped. ``seed`` works as in ``reset``.
+        """
+        self._check_open()
+        seeds = None if seed is None else env_seeds(seed, self.num_envs)
+        self._batcher.send_all(OP_RESET if seeds is None else OP_RESEED, seeds)
+        if seeds is not None:
+            self._seeds = seeds
+
+    # ----------------------------------------------------------------- read-only facts
+    @property
+    def worker_pids(self) -> tuple[int, ...]:
+        """The worker processes' pids, in worker order (they stay listed after close)."""
+        return tuple(process.pid for process in self._pool.processes)
+
+    @property
+    def worker_env_ranges(self) -> tuple[tuple[int, int], ...]:
+        """Each worker's envs as ``(start, stop)``, in worker order."""
+        return tuple(self._env_ranges)
+
+    @property
+    def worker_cpus(self) -> tuple[int | None, ...]:
+        """The core each worker is pinned to (None: unpinned)."""
+        return tuple(self._worker_cpus)
+
+    @property
+    def relayed(self) -> bool:
+        """Whether a synchronous step goes through the relay tree (one write, one read)."""
+        return self._relay
+
+    @property
+    def raw_pipes(self) -> bool:
+        """Whether the main uses raw pipe I/O (else ``Connection`` calls)."""
+        return self._pool.raw_pipes
+
+    @property
+    def seeds(self) -> tuple[int | None, ...]:
+        """Each env's current seed (None: unseeded), as last set by make() or reset(seed)."""
+        return tuple(self._seeds)
+
+    @property
+    def batcher(self) -> AsyncBatcher:
+        """The async-batch state (which workers are in flight, oldest first)."""
+        return self._batcher
+
+    @property
+    def envs_in_flight(self) -> int:
+        """Envs sent a step (or reset) whose results ``recv()`` has not returned yet."""
+        return self._batcher.envs_in_flight
+
+    @property
+    def _processes(self) -> list:
+        # Only for bench/soak.py, which predates worker_pids; remove when it uses them.
+        return self._pool.processes
 
     def __repr__(self) -> str:
         return (f"ShmVectorEnv({self.game!r}, num_envs={self.num_envs}, "
                 f"num_workers={self.num_workers})")
 
 
-def _integer_actions(array: np.ndarray) -> np.ndarray:
-    """Actions given with a non-integer dtype: an int64 copy if every entry is a Python or
-    numpy int (an object array from a list of ints mixed with big ones), else a TypeError
-    naming the first entry that is not (floats, even whole ones, NaN, None, strings, bools).
-    """
-    values = array.tolist()
-    not_int = [i for i, v in enumerate(values)
-               if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
-    if not_int:
-        # Name a NaN or a fraction before a whole float such as 2.0.
-        whole = [i for i in not_int if isinstance(values[i], float) and values[i].is_integer()]
-        index = next((i for i in not_int if i not in whole), not_int[0])
-        value = values[index]
-        hint = " (cast with .astype(int) if you meant it)" if index in whole else ""
-        raise TypeError(f"actions must be integers: actions[{index}] = {value!r} "
-                        f"({type(value).__name__}, array dtype {array.dtype}){hint}")
-    out_of_int64 = [i for i, v in enumerate(values) if not -2**63 <= v < 2**63]
-    if out_of_int64:
-        index = out_of_int64[0]
-        raise ValueError(f"actions[{index}] = {values[index]!r} is out of range")
-    return np.array(values, dtype=np.int64)
-
-
-def _shutdown(conns: list[Connection], processes: list, block: SharedBlock) -> None:
+def _release(conns: list, processes: list, block: SharedBlock) -> None:
     """Stop workers and release the block. A module-level function so that
     ``weakref.finalize`` can run it at garbage collection and interpreter exit."""
-    stop_workers(conns, processes, _SHUTDOWN_TIMEOUT_S)
-    for conn in conns:
-        conn.close()
+    release(conns, processes)
     block.close()

@@ -15,18 +15,15 @@ import json
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 
 import numpy as np
+from procs import all_gone, pid_alive  # this script's own directory is on sys.path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from reliability_games import NUM_ACTIONS, CounterGame  # noqa: E402
-
-import shmenv  # noqa: E402
-from shmenv.block import NAME_PREFIX, SHM_DIR  # noqa: E402
+import shmenv
+from shmenv.block import NAME_PREFIX, SHM_DIR
+from shmenv.fakegames import NUM_ACTIONS, CounterGame
 
 
 def emit(event: str, **fields: object) -> None:
@@ -67,25 +64,25 @@ def worker_killed(args) -> None:
         for w in workers:
             w.child.send(("reset", None))
             w.child.recv()
-        victim = workers[1].process
+        victim = workers[1].process.pid
         pids = [w.process.pid for w in workers]
     else:
         env = make_env(args, step_delay_s=delay if args.when == "step" else 0.0,
                        reset_delay_s=delay if args.when == "reset" else 0.0)
         env.reset()
-        victim = env._processes[args.victim]
-        pids = [p.pid for p in env._processes]
-    emit("ready", workers=pids, victim=victim.pid)
+        victim = env.worker_pids[args.victim]
+        pids = list(env.worker_pids)
+    emit("ready", workers=pids, victim=victim)
 
     killed_at = []
 
     def kill() -> None:
         killed_at.append(time.monotonic())
-        os.kill(victim.pid, signal.SIGKILL)
+        os.kill(victim, signal.SIGKILL)
 
     if args.when == "idle":
         kill()
-        victim.join()
+        all_gone([victim])
     else:
         threading.Timer(0.15, kill).start()
     actions = np.ones(args.num_envs, dtype=np.int64)
@@ -110,7 +107,7 @@ def worker_killed(args) -> None:
         later = expect_closed(lambda: env.step(actions))
         emit("later_reset", **expect_closed(env.reset))
         env.close()
-        alive = [p.pid for p in env._processes if p.is_alive()]
+        alive = [pid for pid in env.worker_pids if pid_alive(pid)]
     emit("later", **later)
     emit("end", alive=alive, segments=own_segments())
 
@@ -138,7 +135,7 @@ def worker_exception(args) -> None:
                 worker.child.recv()
         else:
             env = make_env(args, **knobs)
-            pids = [p.pid for p in env._processes]
+            pids = list(env.worker_pids)
             env.reset()
             for _ in range(5):
                 env.step(np.zeros(args.num_envs, dtype=np.int64))
@@ -149,7 +146,7 @@ def worker_exception(args) -> None:
         emit("later", **expect_closed(lambda: worker.child.send(("step", 0))))
     elif args.phase == "step":
         emit("later", **expect_closed(env.reset))
-        pids = [p.pid for p in env._processes]
+        pids = list(env.worker_pids)
     else:
         import psutil
 
@@ -175,7 +172,7 @@ def parent_sigkill(args) -> None:
     start_delay = 0.5 if args.phase == "startup" else 0.0
     env = make_env(args, start_delay_s=start_delay)
     env.reset()
-    emit("ready", workers=[p.pid for p in env._processes])
+    emit("ready", workers=list(env.worker_pids))
     rng = np.random.default_rng(0)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -187,7 +184,7 @@ def ctrl_c(args) -> None:
     waits for a slow worker; then the env must still work and close cleanly."""
     env = make_env(args, step_delay_s=0.3)
     env.reset()
-    emit("ready", workers=[p.pid for p in env._processes])
+    emit("ready", workers=list(env.worker_pids))
     try:
         env.step(np.ones(args.num_envs, dtype=np.int64))
     except KeyboardInterrupt:
@@ -199,7 +196,7 @@ def ctrl_c(args) -> None:
     emit("next_step", rewards_mod=(rewards % NUM_ACTIONS).tolist(),
          actions=actions.tolist(), counts=(rewards // NUM_ACTIONS).tolist())
     env.close()
-    emit("end", alive=[p.pid for p in env._processes if p.is_alive()],
+    emit("end", alive=[pid for pid in env.worker_pids if pid_alive(pid)],
          segments=own_segments())
 
 
@@ -225,7 +222,7 @@ def interrupt_storm(args) -> None:
     bad_examples: list[str] = []
     state = {"counts": np.zeros(args.num_envs, dtype=np.int64), "worker_count": 0}
     signal.signal(signal.SIGINT, count_interrupt)
-    emit("ready", workers=[p.pid for p in env._processes] + [worker.process.pid])
+    emit("ready", workers=list(env.worker_pids) + [worker.process.pid])
     armed.append(True)
     while True:
         try:  # the outer loop only catches interrupts landing in the loop's own bookkeeping
@@ -245,7 +242,7 @@ def interrupt_storm(args) -> None:
     env.close()
     worker.child.close()
     emit("end", bad_examples=bad_examples[:5], segments=own_segments(),
-         alive=[p.pid for p in env._processes if p.is_alive()], **stats)
+         alive=[pid for pid in env.worker_pids if pid_alive(pid)], **stats)
 
 
 def storm_iteration(env, worker, rng, state, stats, bad_examples) -> None:
@@ -336,14 +333,14 @@ def gc_and_exit(args) -> None:
     report = {"pid": os.getpid()}
     env = make_env(args)
     env.reset()
-    pids = [p.pid for p in env._processes]
+    pids = list(env.worker_pids)
     del env
     report["dropped_alive"] = [p for p in pids if psutil_alive(p)]
 
     env = make_env(args)
     env.reset()
     env.self_reference = env
-    pids = [p.pid for p in env._processes]
+    pids = list(env.worker_pids)
     del env
     gc.collect()
     report["cycle_alive"] = [p for p in pids if psutil_alive(p)]
@@ -363,7 +360,7 @@ def gc_and_exit(args) -> None:
     worker.child.send(("reset", None))
     worker.child.recv()
     unstarted = shmenv.Worker(2, game_factory=functools.partial(CounterGame))
-    report["exit_workers"] = ([p.pid for p in open_env._processes]
+    report["exit_workers"] = (list(open_env.worker_pids)
                               + [worker.process.pid, unstarted.process.pid])
     report["tracker"] = [c.pid for c in psutil.Process().children()
                          if "resource_tracker" in " ".join(c.cmdline())]

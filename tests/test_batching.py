@@ -7,13 +7,12 @@ import collections
 import functools
 import os
 import time
-from multiprocessing.connection import wait
 
 import numpy as np
 import pytest
 
 import shmenv
-from shmenv.benchmarks.nullgame import NullGame
+from shmenv.fakegames import NullGame
 from shmenv.planning import check_batch_size, plan_async_workers
 from tests.conftest import action_stream
 
@@ -61,9 +60,7 @@ def test_plan_rejects_worker_counts_that_cannot_make_whole_batches():
 def wait_until_all_in_flight_replied(env) -> None:
     """Test-side barrier: block until every in-flight worker's reply is readable, so the
     choice recv() makes no longer depends on scheduling."""
-    waiting = {env._conns[w] for w, s in enumerate(env._send_seq) if s >= 0}
-    while waiting:
-        waiting -= set(wait(list(waiting)))
+    env.batcher.wait_until_replied()
 
 
 def test_every_env_is_served_and_the_oldest_ready_win(no_leaked_segments):
@@ -82,10 +79,10 @@ def test_every_env_is_served_and_the_oldest_ready_win(no_leaked_segments):
         env.send(np.ones(4, dtype=np.int64), infos["env_id"])
         served.clear()
         for _ in range(400):
-            oldest = sorted((s, w) for w, s in enumerate(env._send_seq) if s >= 0)[:2]
+            oldest = env.batcher.in_flight_workers[:2]
             wait_until_all_in_flight_replied(env)
             _obs, _rewards, _terms, _truncs, infos = env.recv()
-            assert sorted(set((infos["env_id"] // 2).tolist())) == sorted(w for _s, w in oldest)
+            assert sorted(set((infos["env_id"] // 2).tolist())) == sorted(oldest)
             served.update(infos["env_id"].tolist())
             env.send(np.ones(4, dtype=np.int64), infos["env_id"])
     assert set(served.values()) == {100}
@@ -207,19 +204,25 @@ def test_obs_is_a_view_when_contiguous_and_one_gather_otherwise(no_leaked_segmen
     with null_env(4, 2, num_workers=4) as env:
         env.reset()
         env.recv()
-        assert env._workers_in_flight == 0
+        assert env.envs_in_flight == 0
         env.send(np.array([1]), np.array([0]))
         env.send(np.array([2, 3]), np.array([1, 2]))
         wait_until_all_in_flight_replied(env)
         obs, rewards, _te, _tr, infos = env.recv()  # envs 0 and 1: adjacent
         assert infos["env_id"].tolist() == [0, 1] and rewards.tolist() == [1, 2]
-        assert np.shares_memory(obs, env._block.obs)
+        first_batch, kept = obs, obs.copy()
         env.send(np.array([1, 2]), np.array([3, 0]))  # in flight: 0, 2, 3 (2 is oldest)
         wait_until_all_in_flight_replied(env)
         obs, rewards, _te, _tr, infos = env.recv()
         assert infos["env_id"].tolist() == [0, 2] and rewards.tolist() == [2, 3]
-        assert not np.shares_memory(obs, env._block.obs)
-        np.testing.assert_array_equal(obs, env._block.obs[[0, 2]])
+        # The first batch was a view: env 0's new step shows through it; this one is a
+        # gather, which the steps of envs 2 and 3 below leave alone.
+        assert first_batch[0, -1, 0, 0] == 2 and kept[0, -1, 0, 0] == 1
+        gathered = obs.copy()
+        env.send(np.array([0, 0]), infos["env_id"])
+        env.send(np.array([1]), np.array([1]))
+        env.batcher.wait_until_replied()
+        np.testing.assert_array_equal(obs, gathered)
         assert obs[0, -1, 0, 0] == 2 and obs[1, -1, 0, 0] == 3  # each env's own action
 
 
@@ -247,7 +250,7 @@ def test_misuse_gets_clear_errors(no_leaked_segments):
 
 DEATH_SCRIPT = """
 import os, signal, time, numpy as np, shmenv
-from shmenv.benchmarks.nullgame import NullGame
+from shmenv.fakegames import NullGame
 
 class HangingGame(NullGame):
     def step(self, action):
@@ -262,7 +265,7 @@ if __name__ == "__main__":
     env.recv()  # both workers idle now
     env.send(np.full(2, 3), np.array([2, 3]))  # worker 1 hangs in its step
     time.sleep(0.2)
-    os.kill(env._processes[1].pid, signal.SIGKILL)
+    os.kill(env.worker_pids[1], signal.SIGKILL)
     try:
         env.recv()
     except shmenv.WorkerDiedError as exc:

@@ -12,7 +12,7 @@ import pytest
 
 import shmenv
 from shmenv import affinity
-from shmenv.benchmarks.nullgame import NullGame
+from shmenv.fakegames import NullGame
 from shmenv.wire import header_as_int32, read_frame_into, write_frame
 
 needs_pinning = pytest.mark.skipif(not affinity.CAN_PIN, reason="no sched_setaffinity here")
@@ -46,7 +46,7 @@ def test_unsupported_platform_warns_and_runs_unpinned(monkeypatch, no_leaked_seg
     with pytest.warns(RuntimeWarning, match="unpinned"):
         env = shmenv.make("Breakout", 2, seed=0, game_factory=NullGame, cpu_affinity=True)
     with env:
-        assert env._worker_cpus == [None] * env.num_workers
+        assert env.worker_cpus == (None,) * env.num_workers
         obs, _ = env.reset()
         assert obs.shape == (2, 4, 84, 84)
 
@@ -56,8 +56,8 @@ def test_workers_run_on_their_assigned_core(no_leaked_segments):
     allowed = sorted(os.sched_getaffinity(0))
     with shmenv.make("Breakout", 4, seed=0, num_workers=4, game_factory=NullGame,
                      cpu_affinity=True) as env:
-        for index, process in enumerate(env._processes):
-            assert psutil.Process(process.pid).cpu_affinity() == [
+        for index, pid in enumerate(env.worker_pids):
+            assert psutil.Process(pid).cpu_affinity() == [
                 allowed[index % len(allowed)]]
         env.reset()
         _obs, rewards, *_ = env.step(np.full(4, 3))

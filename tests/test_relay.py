@@ -5,16 +5,19 @@ with the right worker's name."""
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import time
 
 import numpy as np
 import pytest
 
 import shmenv
-from shmenv.benchmarks.nullgame import NullGame
 from shmenv.errors import ClosedError, WorkerDiedError, WorkerError
+from shmenv.fakegames import NullGame
 from shmenv.planning import relay_tree
 from tests.conftest import action_stream
+from tests.procs import all_gone
 
 # 7 workers with fan-out 2: 0 -> (1, 4), 1 -> (2, 3), 4 -> (5, 6); three levels.
 DEEP = {"num_workers": 7, "relay_fanout": 2}
@@ -67,7 +70,7 @@ def test_relayed_steps_equal_the_main_talking_to_every_worker(autoreset_mode):
     for fanout in (0, 2, 8):
         with shmenv.make("Breakout", 13, num_workers=7, seed=5, game_factory=game,
                          relay_fanout=fanout, autoreset_mode=autoreset_mode) as env:
-            assert env._relay == (fanout > 0)
+            assert env.relayed == (fanout > 0)
             results.append(run(env, actions))
     direct, deep, flat = results
     assert len(direct) == len(deep) == len(flat) > 120 * 5
@@ -106,7 +109,7 @@ class FailsInOneEnv(NullGame):
 def test_exception_deep_in_the_tree_names_its_worker(no_leaked_segments):
     env = shmenv.make("Breakout", 13, seed=0, context="fork", game_factory=FailsInOneEnv,
                       **DEEP)
-    assert env._env_ranges[3] == (6, 8) and relay_tree(7, 2)[1] == [2, 3]  # a grandchild
+    assert env.worker_env_ranges[3] == (6, 8) and relay_tree(7, 2)[1] == [2, 3]  # a grandchild
     env.reset()
     with pytest.raises(WorkerError) as caught:
         for _ in range(5):
@@ -117,7 +120,7 @@ def test_exception_deep_in_the_tree_names_its_worker(no_leaked_segments):
     assert "test_relay.py" in caught.value.worker_traceback  # the worker's own frames
     with pytest.raises(ClosedError):
         env.step(np.zeros(13, dtype=np.int64))
-    assert not any(p.is_alive() for p in env._processes)
+    assert all_gone(env.worker_pids, timeout=0)
 
 
 @pytest.mark.parametrize("victim", [6, 4, 0])  # a leaf, a relaying worker, the root
@@ -126,18 +129,18 @@ def test_killed_worker_anywhere_in_the_tree_is_named(victim, no_leaked_segments)
                       **DEEP)
     env.reset()
     env.step(np.zeros(13, dtype=np.int64))
-    process = env._processes[victim]
-    process.kill()
-    process.join()
+    pid = env.worker_pids[victim]
+    os.kill(pid, signal.SIGKILL)
+    assert all_gone([pid])
     started = time.monotonic()
     with pytest.raises(WorkerDiedError) as caught:
         env.step(np.zeros(13, dtype=np.int64))
     assert time.monotonic() - started < 5
-    assert f"worker {victim} (pid {process.pid}" in str(caught.value)
+    assert f"worker {victim} (pid {pid}" in str(caught.value)
     assert "SIGKILL" in str(caught.value)
     with pytest.raises(ClosedError):
         env.reset()
-    assert not any(p.is_alive() for p in env._processes)
+    assert all_gone(env.worker_pids, timeout=0)
 
 
 def test_relay_fanout_is_checked_and_async_mode_talks_to_each_worker():
@@ -145,4 +148,4 @@ def test_relay_fanout_is_checked_and_async_mode_talks_to_each_worker():
         with pytest.raises(ValueError, match="relay_fanout must be an int >= 0"):
             shmenv.make("Breakout", 4, game_factory=NullGame, relay_fanout=bad)
     with shmenv.make("Breakout", 8, batch_size=4, game_factory=NullGame) as env:
-        assert not env._relay  # send/recv address workers one by one
+        assert not env.relayed  # send/recv address workers one by one

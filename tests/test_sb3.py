@@ -168,7 +168,7 @@ def test_adapter_seeding_attributes_and_errors():
         env.seed(123)
         again = env.reset()
         np.testing.assert_array_equal(again, first)
-        assert env.vector_env._seeds == [123, 124]
+        assert env.vector_env.seeds == (123, 124)
         with pytest.raises(RuntimeError, match="step_async"):
             env.step_wait()
     finally:

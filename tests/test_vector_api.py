@@ -13,6 +13,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 
 import shmenv
 from tests.conftest import action_stream, shmenv_segments
+from tests.procs import all_gone
 
 
 @pytest.fixture(scope="module")
@@ -185,13 +186,21 @@ def test_copy_false_returns_views_of_the_block_and_copy_true_fresh_arrays():
     with shmenv.make("Breakout", num_envs=2, num_workers=1) as views, \
             shmenv.make("Breakout", num_envs=2, num_workers=1, copy=True) as copies:
         first, _ = views.reset()
+        at_reset = first.copy()
         second, *_ = views.step([1, 1])
-        block = views._block.obs
-        assert np.shares_memory(first, block) and np.shares_memory(second, block)
+        # A view: later steps overwrite what reset() returned, in place.
         assert first is second or np.shares_memory(first, second)
+        for _ in range(30):  # FIRE until the screen changes (the ball appears)
+            if not np.array_equal(first, at_reset):
+                break
+            views.step([1, 1])
+        assert not np.array_equal(first, at_reset)
         first_copy, _ = copies.reset()
+        kept_at_reset = first_copy.copy()
         second_copy, *_ = copies.step([1, 1])
-        assert not np.shares_memory(first_copy, copies._block.obs)
+        for _ in range(30):
+            copies.step([1, 1])
+        np.testing.assert_array_equal(first_copy, kept_at_reset)  # untouched by the steps
         assert not np.shares_memory(first_copy, second_copy)
         kept = second_copy.copy()
         copies.step([2, 3])
@@ -226,11 +235,11 @@ def test_bad_arguments_are_rejected_before_starting(no_leaked_segments):
 def test_close_twice_and_calls_after_close_raise(no_leaked_segments):
     env = shmenv.make("Breakout", num_envs=2, num_workers=2)
     env.reset()
-    processes = list(env._processes)
+    pids = env.worker_pids
     env.close()
     env.close()
     assert env.closed
-    assert all(not p.is_alive() for p in processes)
+    assert all_gone(pids, timeout=0)
     with pytest.raises(shmenv.ClosedError, match="closed"):
         env.step([0, 0])
     with pytest.raises(shmenv.ClosedError):
@@ -241,20 +250,18 @@ def test_no_segment_after_exception_in_with_block(no_leaked_segments):
     with pytest.raises(RuntimeError, match="boom"):
         with shmenv.make("Breakout", num_envs=2) as env:
             env.reset()
-            processes = list(env._processes)
+            pids = env.worker_pids
             raise RuntimeError("boom")
-    assert all(not p.is_alive() for p in processes)
+    assert all_gone(pids, timeout=0)
 
 
 def test_garbage_collection_stops_workers_and_frees_block(no_leaked_segments):
     env = shmenv.make("Breakout", num_envs=2)
     obs, _ = env.reset()
-    processes = list(env._processes)
+    pids = env.worker_pids
     del env, obs
     gc.collect()
-    for p in processes:
-        p.join(timeout=5)
-        assert not p.is_alive()
+    assert all_gone(pids, timeout=5)
 
 
 def test_segment_is_unlinked_while_running():
