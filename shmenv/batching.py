@@ -32,7 +32,7 @@ import enum
 import select
 from collections.abc import Sequence
 from multiprocessing.connection import wait as wait_connections
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class CommandFrames:
         self.opcode_slots = np.array([start + 2 * w + 1 for w, (start, _) in enumerate(ranges)])
         self.action_slots = np.concatenate(
             [np.arange(start, stop) + 2 * w + 2 for w, (start, stop) in enumerate(ranges)])
-        commands_bytes = memoryview(self.commands).cast("B")
+        commands_bytes = self.commands.data.cast("B")
         self.frames = []
         for w, (start, stop) in enumerate(ranges):
             self.commands[start + 2 * w] = header(4 * (1 + stop - start))
@@ -150,7 +150,8 @@ class AsyncBatcher:
     def send(self, actions: Any, env_ids: Any) -> None:
         """Start a step of whole workers' envs (see ``ShmVectorEnv.send``)."""
         if env_ids is not None and env_ids is self._returned_ids:  # read-only: unchanged
-            ids, workers, slots = env_ids, self._returned_workers, self._returned_slots
+            ids = cast(np.ndarray, env_ids)
+            workers, slots = self._returned_workers, self._returned_slots
         else:
             ids = self._env_ids if env_ids is None else self._check_env_ids(env_ids)
             workers = self._workers_of(ids)
@@ -248,7 +249,8 @@ class AsyncBatcher:
             return [self._fd_worker[fd] for fd, _event in self._poller.poll()]
         conns = self._pool.conns
         waiting = [conns[w] for w, s in enumerate(self._send_seq) if s >= 0 and w not in chosen]
-        return [conns.index(conn) for conn in wait_connections(waiting)]
+        ready = wait_connections(waiting)
+        return [index for index, conn in enumerate(conns) if conn in ready]
 
     def _read_chosen(self) -> None:
         """Read the chosen workers' replies; resumable after an interrupted read."""

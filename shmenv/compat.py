@@ -60,9 +60,9 @@ class WorkerPipe:
         self._reading = False  # a reply may be half read
         self._command = np.zeros(3, dtype=np.int32)  # [pipe header, opcode, action]
         self._command[0] = header_as_int32(8)
-        self._frame = memoryview(self._command).cast("B")
+        self._frame = self._command.data.cast("B")
         self._reply = np.zeros(1, dtype=REPLY_DTYPE)
-        self._reply_bytes = memoryview(self._reply).cast("B")
+        self._reply_bytes = self._reply.data.cast("B")
 
     def _describe(self) -> str:
         return self._pool.describe(0)

@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+from gymnasium.vector import AutoresetMode
 
 DEFAULT_WORKER_SPIN_US = 500.0
 DEFAULT_RELAY_FANOUT = 8
@@ -69,6 +70,34 @@ def subtree_stops(ranges: Sequence[tuple[int, int]], children: Sequence[Sequence
         if children[index]:
             stops[index] = stops[children[index][-1]]
     return stops
+
+
+def check_num_envs(num_envs: int) -> int:
+    if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    return int(num_envs)
+
+
+def check_autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
+    """The autoreset mode shmenv supports: SAME_STEP or NEXT_STEP."""
+    mode = AutoresetMode(mode)
+    if mode == AutoresetMode.DISABLED:
+        raise ValueError("autoreset_mode DISABLED is not supported; use SAME_STEP "
+                         "(the seed's behaviour) or NEXT_STEP")
+    return mode
+
+
+def plan_workers(num_envs: int, batch_size: int, num_workers: int | None, cores: int) -> int:
+    """How many worker processes: for async batches see :func:`plan_async_workers`, else
+    one per core up to one per env (or ``num_workers`` if given and valid)."""
+    if batch_size < num_envs:  # async: whole workers per batch (see shmenv.batching)
+        num_workers = plan_async_workers(num_envs, batch_size, num_workers, cores)
+    if num_workers is None:
+        num_workers = min(num_envs, cores)
+    if not isinstance(num_workers, (int, np.integer)) or not 1 <= num_workers <= num_envs:
+        raise ValueError(f"num_workers must be an int in [1, num_envs={num_envs}], "
+                         f"got {num_workers!r}")
+    return int(num_workers)
 
 
 def check_batch_size(batch_size: int | None, num_envs: int) -> int:

@@ -50,7 +50,7 @@ def resynchronize(conn: Connection, timeout: float) -> None:
     """
     command = sync_command(secrets.randbits(31))
     marker = sync_marker(command)
-    conn.send_bytes(command)
+    conn.send_bytes(command.tobytes())
     deadline = time.monotonic() + timeout
     unread = b""
     while not unread.endswith(marker):

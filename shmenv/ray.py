@@ -39,7 +39,7 @@ from shmenv.actions import check_actions
 from shmenv.errors import ClosedError, ShmenvError, WorkerDiedError, WorkerError
 from shmenv.games import GameOptions, resolve_game
 from shmenv.lifecycle import ClosableEnvMixin
-from shmenv.planning import env_seeds, split_envs
+from shmenv.planning import check_autoreset_mode, env_seeds, split_envs
 from shmenv.vector import ShmVectorEnv
 
 STARTUP_TIMEOUT_S = 300.0
@@ -195,10 +195,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
         if batch_size is not None and not 1 <= batch_size <= num_envs:
             raise ValueError(f"batch_size must be in [1, num_envs={num_envs}], "
                              f"got {batch_size!r}")
-        autoreset_mode = AutoresetMode(autoreset_mode)
-        if autoreset_mode == AutoresetMode.DISABLED:
-            raise ValueError("autoreset_mode DISABLED is not supported; use SAME_STEP "
-                             "(the seed's behaviour) or NEXT_STEP")
+        autoreset_mode = check_autoreset_mode(autoreset_mode)
         seeds = env_seeds(seed, num_envs)
 
         self.game = rom

@@ -26,11 +26,14 @@ from shmenv.errors import ClosedError
 from shmenv.game import GameFactory
 from shmenv.games import GameOptions, resolve_game
 from shmenv.lifecycle import ClosableEnvMixin
+from shmenv.outputs import StepOutput, StepOutputs
 from shmenv.planning import (
     DEFAULT_RELAY_FANOUT,
+    check_autoreset_mode,
     check_batch_size,
+    check_num_envs,
     env_seeds,
-    plan_async_workers,
+    plan_workers,
     relay_tree,
     spin_budget,
     split_envs,
@@ -40,8 +43,6 @@ from shmenv.pool import WorkerPool, release
 from shmenv.protocol import OP_RESEED, OP_RESET, OP_STEP, RELAY, REPLY_DTYPE
 from shmenv.wire import RAW_PIPES, header_as_int32, read_frame_into, write_frame
 from shmenv.worker import WorkerSpec
-
-StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
 
 
 class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
@@ -113,22 +114,11 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
 
         options = GameOptions.from_kwargs(game_options)
         rom = resolve_game(game)
-        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        num_envs = int(num_envs)
-        cores = multiprocessing.cpu_count()
+        num_envs = check_num_envs(num_envs)
         batch_size = check_batch_size(batch_size, num_envs)
-        if batch_size < num_envs:  # async: whole workers per batch (see shmenv.batching)
-            num_workers = plan_async_workers(num_envs, batch_size, num_workers, cores)
-        if num_workers is None:
-            num_workers = min(num_envs, cores)
-        if not isinstance(num_workers, (int, np.integer)) or not 1 <= num_workers <= num_envs:
-            raise ValueError(f"num_workers must be an int in [1, num_envs={num_envs}], "
-                             f"got {num_workers!r}")
-        autoreset_mode = AutoresetMode(autoreset_mode)
-        if autoreset_mode == AutoresetMode.DISABLED:
-            raise ValueError("autoreset_mode DISABLED is not supported; use SAME_STEP "
-                             "(the seed's behaviour) or NEXT_STEP")
+        num_workers = plan_workers(num_envs, batch_size, num_workers,
+                                   multiprocessing.cpu_count())
+        autoreset_mode = check_autoreset_mode(autoreset_mode)
         if (isinstance(relay_fanout, bool) or not isinstance(relay_fanout, (int, np.integer))
                 or relay_fanout < 0):
             raise ValueError(f"relay_fanout must be an int >= 0, got {relay_fanout!r}")
@@ -194,9 +184,9 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         num_envs = self.num_envs
         self._frames = CommandFrames(self._env_ranges, header_as_int32)
         self._reply_header = bytearray(4)
-        # Replies land straight in one record array, worker by worker.
-        self._replies = np.zeros(num_envs, dtype=REPLY_DTYPE)
-        replies_bytes = memoryview(self._replies).cast("B")
+        self._outputs = StepOutputs(self._block, self._same_step, self.copy)
+        self._replies = self._outputs.replies
+        replies_bytes = self._replies.data.cast("B")
         size = REPLY_DTYPE.itemsize
         self._reply_views = [replies_bytes[size * start: size * stop]
                              for start, stop in self._env_ranges]
@@ -205,19 +195,8 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         self._relay_command = np.zeros(2 + num_envs, dtype=np.int32)
         self._relay_command[:2] = header_as_int32(4 * (1 + num_envs)), OP_STEP | RELAY
         self._relay_actions = self._relay_command[2:]
-        self._relay_frame = memoryview(self._relay_command).cast("B")
+        self._relay_frame = self._relay_command.data.cast("B")
         self._all_replies = replies_bytes
-        self._env_ids = np.arange(num_envs)
-        # Column views of the records, made once: _results copies them.
-        self._columns = {name: self._replies[name] for name in REPLY_DTYPE.names}
-        for flag in ("terminated", "truncated", "done"):
-            self._columns[flag] = self._columns[flag].view(bool)
-        # Outputs are built by copying: after the emulators ran, the main runs with cold
-        # caches, and numpy's copy path (warm after the first column) costs a fraction of
-        # a first ufunc, reduction, np.ones or fancy index (~20 us each here, measured).
-        self._all_true = np.ones(num_envs, dtype=bool)
-        self._all_none = np.full(num_envs, None, dtype=object)
-        self._gathered_obs: np.ndarray | None = None  # reused by recv() of scattered envs
 
     # ----------------------------------------------------------------- hot path
     def _check_open(self) -> None:
@@ -225,7 +204,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
             raise ClosedError(f"this ShmVectorEnv is closed ({self._closed_reason}); "
                               "create a new one with shmenv.make(...)")
 
-    def step(self, actions: Any, env_ids: Any = None) -> StepResult:
+    def step(self, actions: Any, env_ids: Any = None) -> StepOutput:
         """Step every env once. See the class docstring for what ``obs`` is.
 
         With ``env_ids`` (async mode, envpool's convention) this is ``send(actions, env_ids)``
@@ -255,7 +234,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
             self._frames.commands[self._frames.action_slots] = actions
             self._send_all(OP_STEP)
             self._read_all()
-        return self._results()
+        return self._outputs.results()
 
     def _send_all(self, opcode: int) -> None:
         """Send every worker its prepared frame with ``opcode``: one write per worker."""
@@ -269,51 +248,6 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         for index, view in enumerate(self._reply_views):
             self._pool.read_reply_into(index, view)
         self._pool.unread_replies = False
-
-    def _results(self, envs: slice | np.ndarray | None = None) -> StepResult:
-        """Outputs for the envs ``envs`` selects (None: every env, the synchronous step),
-        from their latest replies: a copy of each reply column, and a Python loop only over
-        the envs whose episode just ended (their ``final_obs``). The workers already zero
-        the episode columns of envs that did not end and send ``done``, so every output is
-        a copy (see ``_init_buffers`` for why that matters)."""
-        if envs is None:  # the synchronous step: no slicing, the ids are positions
-            columns = self._columns
-        else:
-            columns = {name: column[envs] for name, column in self._columns.items()}
-        rewards = columns["reward"].copy()
-        terminations = columns["terminated"].copy()
-        truncations = columns["truncated"].copy()
-        dones = columns["done"].copy()
-        count = len(rewards)
-        infos: dict[str, Any] = {"lives": columns["lives"].copy(),
-                                 "_lives": self._all_true[:count].copy()}
-        if np.count_nonzero(dones):
-            infos["episode"] = {"r": columns["episode_return"].copy(),
-                                "l": columns["episode_length"].copy(),
-                                "t": columns["episode_time"].copy()}
-            infos["_episode"] = dones
-            if self._same_step:
-                final_obs = self._all_none[:count].copy()
-                batch_ids = self._env_ids if envs is None else self._env_ids[envs]
-                rows = self._block.final_obs
-                for position in dones.nonzero()[0].tolist():
-                    final_obs[position] = rows[batch_ids[position]].copy()
-                infos["final_obs"] = final_obs
-                infos["_final_obs"] = dones.copy()
-        return self._obs_for(envs), rewards, terminations, truncations, infos
-
-    def _obs_for(self, envs: slice | np.ndarray | None) -> np.ndarray:
-        """The observations of ``envs``: a view for a range, one gather for a list."""
-        obs = self._block.obs
-        if envs is None:
-            return obs.copy() if self.copy else obs
-        if isinstance(envs, slice):
-            return obs[envs].copy() if self.copy else obs[envs]
-        if self.copy:
-            return obs[envs]
-        if self._gathered_obs is None or len(self._gathered_obs) < len(envs):
-            self._gathered_obs = np.empty((len(envs),) + obs.shape[1:], dtype=obs.dtype)
-        return np.take(obs, envs, axis=0, out=self._gathered_obs[:len(envs)])
 
     # ----------------------------------------------------------------- reset
     def reset(
@@ -362,7 +296,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         self._check_open()
         self._batcher.send(actions, env_ids)
 
-    def recv(self) -> StepResult:
+    def recv(self) -> StepOutput:
         """Wait for the first ``batch_size`` envs whose step (or reset) is done.
 
         Returns ``(obs, rewards, terminations, truncations, infos)`` for those envs, sorted by
@@ -371,7 +305,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         """
         self._check_open()
         envs, env_ids = self._batcher.recv()
-        obs, rewards, terminations, truncations, infos = self._results(envs)
+        obs, rewards, terminations, truncations, infos = self._outputs.results(envs)
         infos["env_id"] = env_ids
         return obs, rewards, terminations, truncations, infos
 
@@ -390,7 +324,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
     @property
     def worker_pids(self) -> tuple[int, ...]:
         """The worker processes' pids, in worker order (they stay listed after close)."""
-        return tuple(process.pid for process in self._pool.processes)
+        return tuple(int(process.pid or 0) for process in self._pool.processes)
 
     @property
     def worker_env_ranges(self) -> tuple[tuple[int, int], ...]:

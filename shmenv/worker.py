@@ -152,7 +152,7 @@ class Relay:
             frame = np.zeros(2 + stop - start, dtype=np.int32)
             frame[0] = header_as_int32(4 * (1 + stop - start))
             self._frames.append(frame)
-        self._frame_bytes = [memoryview(frame).cast("B") for frame in self._frames]
+        self._frame_bytes = [frame.data.cast("B") for frame in self._frames]
         self._header = bytearray(4)
         # Per child fd: a poll object, for spinning on its reply.
         self._pollers: dict[int, select.poll] = {}
