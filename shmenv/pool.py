@@ -245,6 +245,31 @@ class WorkerPool:
         if error_reply is not None:
             self.raise_error_reply(index, error_reply)
 
+    def send_to_all(self, frames: Sequence[memoryview]) -> None:
+        """Send every worker its frame: one write per worker."""
+        self.unread_replies = True
+        for index, frame in enumerate(frames):
+            self.send_frame(index, frame)
+
+    def read_from_all(self, views: Sequence[memoryview]) -> None:
+        """Read every worker's reply into its view, in worker order."""
+        for index, view in enumerate(views):
+            self.read_reply_into(index, view)
+        self.unread_replies = False
+
+    def round_trip(self, frame: memoryview, replies: memoryview) -> None:
+        """A relayed step: write ``frame`` to worker 0 and read the whole tree's reply into
+        ``replies``: one write and one ``readv`` (see :class:`shmenv.worker.Relay`)."""
+        self.unread_replies = True
+        try:
+            write_frame(self.fds[0], frame)
+            error_reply = read_frame_into(self.fds[0], self._header, replies)
+        except (EOFError, OSError):
+            self.worker_died(0)
+        if error_reply is not None:
+            self.raise_error_reply(0, error_reply)
+        self.unread_replies = False
+
     # ----------------------------------------------------------------- failures
     def raise_error_reply(self, index: int, payload: bytes) -> NoReturn:
         """Raise the error a worker sent instead of its reply (stopping every worker)."""

@@ -41,7 +41,7 @@ from shmenv.planning import (
 )
 from shmenv.pool import WorkerPool, release
 from shmenv.protocol import OP_RESEED, OP_RESET, OP_STEP, RELAY, REPLY_DTYPE
-from shmenv.wire import RAW_PIPES, header_as_int32, read_frame_into, write_frame
+from shmenv.wire import RAW_PIPES, header_as_int32
 from shmenv.worker import WorkerSpec
 
 
@@ -142,8 +142,11 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
                     else [[] for _ in range(self.num_workers)])
 
         self._block = SharedBlock.create(BlockLayout(num_envs, options.obs_shape))
-        specs = self._worker_specs(game_factory, spin_budget(worker_spin_us, self.num_workers),
-                                   children)
+        specs = _worker_specs(
+            self._block, self._env_ranges, self._seeds, self._worker_cpus, children,
+            game=rom, options=options, same_step_autoreset=self._same_step,
+            write_final_obs=self._same_step, game_factory=game_factory,
+            spin_us=spin_budget(worker_spin_us, self.num_workers))
         self._pool = WorkerPool(specs, raw_pipes=raw_pipes, on_failure=self._shutdown)
         self._finalizer = weakref.finalize(self, _release, self._pool.conns,
                                            self._pool.processes, self._block)
@@ -166,24 +169,10 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         self._closed_reason = None
 
     # ----------------------------------------------------------------- start-up
-    def _worker_specs(self, game_factory: GameFactory | None, spin_us: float,
-                      children: list[list[int]]) -> list[WorkerSpec]:
-        stops = subtree_stops(self._env_ranges, children)
-        return [WorkerSpec(
-            index=index, block_name=self._block.name, layout=self._block.layout,
-            env_start=start, env_stop=stop, game=self.game,
-            seeds=tuple(self._seeds[start:stop]), options=self.options,
-            same_step_autoreset=self._same_step, write_final_obs=self._same_step,
-            game_factory=game_factory, cpu=self._worker_cpus[index], spin_us=spin_us,
-            relay_children=tuple((child, self._env_ranges[child][0], stops[child])
-                                 for child in children[index]),
-        ) for index, (start, stop) in enumerate(self._env_ranges)]
-
     def _init_buffers(self) -> None:
         """Everything the hot path reuses, allocated once."""
         num_envs = self.num_envs
         self._frames = CommandFrames(self._env_ranges, header_as_int32)
-        self._reply_header = bytearray(4)
         self._outputs = StepOutputs(self._block, self._same_step, self.copy)
         self._replies = self._outputs.replies
         replies_bytes = self._replies.data.cast("B")
@@ -216,38 +205,20 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         self._check_open()
         actions = check_actions(actions, self.num_envs, self._num_actions, self.game)
         self._batcher.check_idle("step(actions)")
-        pool = self._pool
-        pool.resynchronize()
+        self._pool.resynchronize()
         if self._relay:  # one write, one read (see shmenv.worker.Relay)
             self._relay_actions[:] = actions
-            pool.unread_replies = True
-            try:
-                write_frame(pool.fds[0], self._relay_frame)
-                error_reply = read_frame_into(pool.fds[0], self._reply_header,
-                                              self._all_replies)
-            except (EOFError, OSError):
-                pool.worker_died(0)
-            if error_reply is not None:
-                pool.raise_error_reply(0, error_reply)
-            pool.unread_replies = False
+            self._pool.round_trip(self._relay_frame, self._all_replies)
         else:
             self._frames.commands[self._frames.action_slots] = actions
             self._send_all(OP_STEP)
-            self._read_all()
+            self._pool.read_from_all(self._reply_views)
         return self._outputs.results()
 
     def _send_all(self, opcode: int) -> None:
         """Send every worker its prepared frame with ``opcode``: one write per worker."""
         self._frames.commands[self._frames.opcode_slots] = opcode
-        self._pool.unread_replies = True
-        for index, frame in enumerate(self._frames.frames):
-            self._pool.send_frame(index, frame)
-
-    def _read_all(self) -> None:
-        """Read every worker's reply into ``self._replies``, in worker order."""
-        for index, view in enumerate(self._reply_views):
-            self._pool.read_reply_into(index, view)
-        self._pool.unread_replies = False
+        self._pool.send_to_all(self._frames.frames)
 
     # ----------------------------------------------------------------- reset
     def reset(
@@ -280,7 +251,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
             for index, (start, stop) in enumerate(self._env_ranges):
                 self._pool.send_object(index, seeds[start:stop])
             self._seeds = seeds
-        self._read_all()
+        self._pool.read_from_all(self._reply_views)
         obs = self._block.obs.copy() if self.copy else self._block.obs
         return obs, {"lives": self._replies["lives"].copy(),
                      "_lives": np.ones(self.num_envs, dtype=bool)}
@@ -369,6 +340,21 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
     def __repr__(self) -> str:
         return (f"ShmVectorEnv({self.game!r}, num_envs={self.num_envs}, "
                 f"num_workers={self.num_workers})")
+
+
+def _worker_specs(block: SharedBlock, ranges: list[tuple[int, int]],
+                  seeds: list[int | None], cpus: list[int | None],
+                  children: list[list[int]], **common: Any) -> list[WorkerSpec]:
+    """Each worker's start-up spec: its envs, their seeds, its core and relay children;
+    ``common``: the WorkerSpec fields every worker shares."""
+    stops = subtree_stops(ranges, children)
+    return [WorkerSpec(
+        index=index, block_name=block.name, layout=block.layout, env_start=start,
+        env_stop=stop, seeds=tuple(seeds[start:stop]), cpu=cpus[index],
+        relay_children=tuple((child, ranges[child][0], stops[child])
+                             for child in children[index]),
+        **common,
+    ) for index, (start, stop) in enumerate(ranges)]
 
 
 def _release(conns: list, processes: list, block: SharedBlock) -> None:
