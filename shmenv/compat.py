@@ -1,4 +1,4 @@
-"""The drop-in ``Worker`` for Pipe-based training loops (the seed's protocol).
+"""The drop-in ``Worker`` for Pipe-based training loops (the reference's protocol).
 
 Change ``from game import Worker`` to ``from shmenv import Worker`` and nothing else::
 
@@ -113,7 +113,7 @@ class WorkerPipe:
         else:
             self._command[1] = OP_RESET
         if self._awaiting or self._sending or self._reading:
-            # One command in flight at a time, as the seed's trainers use a Worker: its
+            # One command in flight at a time, as the reference's trainers use a Worker: its
             # slot holds one stack, which the new command will overwrite. A reply still
             # unread (the caller moved on, e.g. after Ctrl-C) is dropped, not returned
             # for this new command.
@@ -167,7 +167,8 @@ class WorkerPipe:
 
 def _as_action(data: Any, num_actions: int) -> int:
     """The action as an int: anything usable as an index (int, numpy int, a 0-d int array
-    or tensor), like the seed's gym env accepts. Floats, NaN, bools, None, strings: TypeError."""
+    or tensor), like the reference's gym env accepts. Floats, NaN, bools, None, strings:
+    TypeError."""
     if isinstance(data, (bool, np.bool_)):
         raise TypeError(f"a step action must be an int, got {data!r} (bool)")
     try:

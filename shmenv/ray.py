@@ -265,7 +265,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
             raise ClosedError(f"this RayVectorEnv is closed ({self._closed_reason}); "
                               "create a new one with shmenv.ray.make(...)")
 
-    def _gather(self, refs: list[Any], actor_indices: list[int]) -> list[Any]:
+    def _get_results(self, refs: list[Any], actor_indices: list[int]) -> list[Any]:
         """``ray.get`` the actors' results; any Ray failure becomes a shmenv error."""
         try:
             return ray.get(refs)
@@ -351,7 +351,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
             for actor, info in zip(self._actors, self.actor_infos)
         ]
         indices = list(range(self.num_actors))
-        results = self._gather(refs, indices)
+        results = self._get_results(refs, indices)
         if seeds is not None:
             for info in self.actor_infos:
                 info.seeds = tuple(seeds[info.env_start:info.env_stop])
@@ -374,7 +374,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
         actions = check_actions(actions, self.num_envs, self._num_actions, self.game)
         refs = [actor.step.remote(actions[info.env_start:info.env_stop])
                 for actor, info in zip(self._actors, self.actor_infos)]
-        results = self._gather(refs, list(range(self.num_actors)))
+        results = self._get_results(refs, list(range(self.num_actors)))
         obs, *rest = self._assemble(results, list(range(self.num_actors)), self._obs)
         return (obs.copy() if self.copy else obs, *rest)
 
@@ -433,7 +433,8 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
                 info = self.actor_infos[index]
                 ready_envs += info.env_stop - info.env_start
         ready_actors.sort()
-        results = self._gather([self._in_flight[index] for index in ready_actors], ready_actors)
+        results = self._get_results([self._in_flight[index] for index in ready_actors],
+                                    ready_actors)
         for index in ready_actors:
             del self._in_flight[index]
         obs, rewards, terminations, truncations, infos = self._assemble(
@@ -448,7 +449,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
         """Wait for steps still in flight and drop their results (before a reset)."""
         if self._in_flight:
             indices = sorted(self._in_flight)
-            self._gather([self._in_flight[index] for index in indices], indices)
+            self._get_results([self._in_flight[index] for index in indices], indices)
             self._in_flight.clear()
 
     # ----------------------------------------------------------------- shutdown
