@@ -62,6 +62,13 @@ def relay_tree(num_workers: int, fanout: int) -> list[list[int]]:
     return children
 
 
+def check_relay_fanout(relay_fanout: int) -> int:
+    if (isinstance(relay_fanout, bool) or not isinstance(relay_fanout, (int, np.integer))
+            or relay_fanout < 0):
+        raise ValueError(f"relay_fanout must be an int >= 0, got {relay_fanout!r}")
+    return int(relay_fanout)
+
+
 def subtree_stops(ranges: Sequence[tuple[int, int]], children: Sequence[Sequence[int]]
                   ) -> list[int]:
     """Per worker, the end of the env range its relay subtree covers."""

@@ -32,6 +32,7 @@ from shmenv.planning import (
     check_autoreset_mode,
     check_batch_size,
     check_num_envs,
+    check_relay_fanout,
     env_seeds,
     plan_workers,
     relay_tree,
@@ -119,9 +120,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         num_workers = plan_workers(num_envs, batch_size, num_workers,
                                    multiprocessing.cpu_count())
         autoreset_mode = check_autoreset_mode(autoreset_mode)
-        if (isinstance(relay_fanout, bool) or not isinstance(relay_fanout, (int, np.integer))
-                or relay_fanout < 0):
-            raise ValueError(f"relay_fanout must be an int >= 0, got {relay_fanout!r}")
+        relay_fanout = check_relay_fanout(relay_fanout)
 
         self.game = rom
         self.options = options
@@ -138,7 +137,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         # Relayed steps need raw pipe I/O and only serve synchronous steps of 2+ workers.
         self._relay = (raw_pipes and relay_fanout > 0 and batch_size == num_envs
                        and self.num_workers > 1)
-        children = (relay_tree(self.num_workers, int(relay_fanout)) if self._relay
+        children = (relay_tree(self.num_workers, relay_fanout) if self._relay
                     else [[] for _ in range(self.num_workers)])
 
         self._block = SharedBlock.create(BlockLayout(num_envs, options.obs_shape))
