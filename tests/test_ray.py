@@ -1,7 +1,8 @@
-"""RayVectorEnv on a local Ray cluster that this module starts (4 logical CPUs).
+"""RayVectorEnv on a local Ray cluster that this module starts (8 logical CPUs).
 
 Ray's start-up costs ~10 s on 2 busy cores, so one Ray session and one 2-actor env serve the
-module; the test that kills an actor gets an env of its own, so any test order works. Sticky actions
+module; the test that kills an actor gets an env of its own, so any test order works (each
+2-actor env reserves 4 logical CPUs, hence 8: both envs must fit at once). Sticky actions
 (``repeat_action_probability=0.25``) make ALE's seed matter: without them Breakout's
 trajectories do not depend on the seed at all, and a seeding bug (actor j not getting
 ``seed + j*m``) would go unseen.
@@ -35,7 +36,7 @@ def _digest(array: np.ndarray | None) -> bytes:
 
 @pytest.fixture(scope="module")
 def ray_session():
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
              object_store_memory=100 * 2**20, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
