@@ -73,7 +73,6 @@ def shm_free_bytes(path: str = SHM_DIR) -> int | None:
 def _space_error(needed: int, free: int | None) -> SharedMemorySpaceError:
     free_text = "unknown" if free is None else f"{free:,} bytes ({free / 2**20:.1f} MiB)"
     return SharedMemorySpaceError(
-        errno.ENOSPC,
         f"shmenv needs {needed:,} bytes ({needed / 2**20:.1f} MiB) of shared memory in "
         f"{SHM_DIR} but only {free_text} is free. Use fewer envs, free space in {SHM_DIR}, "
         "or give the container more (Docker: --shm-size=1g; Kubernetes: an emptyDir "

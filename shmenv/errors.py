@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 from typing import Any
 
@@ -37,8 +38,21 @@ class WorkerError(ShmenvError):
         self.worker_traceback = worker_traceback
 
 
-class SharedMemorySpaceError(ShmenvError, OSError):
-    """The shared-memory filesystem has too little free space for the block."""
+class SharedMemorySpaceError(OSError, ShmenvError):
+    """The shared-memory filesystem has too little free space for the block.
+
+    An ``OSError`` with ``errno == ENOSPC`` (what a full disk raises), so code that handles
+    a full filesystem handles this too; ``OSError`` comes first in the bases so that its
+    constructor sets ``errno`` and ``strerror`` and ``str()`` reads
+    ``[Errno 28] <message>``.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        # OSError pickles as cls(errno, strerror); this constructor takes the message only.
+        return type(self), (str(self.strerror),)
 
 
 def describe_exit(process: Any, wait_s: float = 1.0) -> tuple[str, int | None]:

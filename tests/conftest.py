@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import psutil
@@ -31,14 +32,51 @@ def _created_by_a_stranger(segment: str) -> bool:
     return not ours
 
 
+# multiprocessing's helpers outlive the envs that started them, by design.
+_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _new_children(before: set[int]) -> list[psutil.Process]:
+    """This process's descendants started since ``before``, minus multiprocessing helpers."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        if child.pid in before:
+            continue
+        try:
+            if any(helper in part for part in child.cmdline() for helper in _HELPERS):
+                continue
+        except psutil.Error:
+            continue  # exited meanwhile
+        found.append(child)
+    return found
+
+
 @pytest.fixture
 def no_leaked_segments():
-    """Fails the test if it leaves a shmenv segment behind in /dev/shm."""
-    before = shmenv_segments()
-    yield
-    leaked = {s for s in shmenv_segments() - before if not _created_by_a_stranger(s)}
-    assert not leaked, f"test leaked shared-memory segments: {sorted(leaked)}"
+    """Fails the test if it leaves a shmenv segment in /dev/shm or a child process running.
 
+    Segments of live programs that are not this process or its descendants (another shmenv
+    user on the machine) are ignored; children get a few seconds to finish exiting.
+    """
+    segments_before = shmenv_segments()
+    children_before = {c.pid for c in psutil.Process().children(recursive=True)}
+    yield
+    leaked = {s for s in shmenv_segments() - segments_before if not _created_by_a_stranger(s)}
+    assert not leaked, f"test leaked shared-memory segments: {sorted(leaked)}"
+    new = _new_children(children_before)
+    deadline = time.monotonic() + 5
+    while (running := [p.pid for p in new if _running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running, f"test left child processes running: {running}"
+
+
+def _running(process: psutil.Process) -> bool:
+    """Alive and not a zombie; never waits on it (that would reap it under the feet of
+    multiprocessing, which reads the exit code itself)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def action_stream(seed: int, steps: int, num_envs: int, num_actions: int) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""RayVectorEnv on a local Ray cluster that this module starts (4 logical CPUs).
+"""RayVectorEnv on a local Ray cluster that this module starts (8 logical CPUs).
 
 Ray's start-up costs ~10 s on 2 busy cores, so one Ray session and one 2-actor env serve the
-module; the last test kills one of its actors. Sticky actions
+module; the test that kills an actor gets an env of its own, so any test order works (each
+2-actor env reserves 4 logical CPUs, hence 8: both envs must fit at once). Sticky actions
 (``repeat_action_probability=0.25``) make ALE's seed matter: without them Breakout's
 trajectories do not depend on the seed at all, and a seeding bug (actor j not getting
 ``seed + j*m``) would go unseen.
@@ -35,7 +36,7 @@ def _digest(array: np.ndarray | None) -> bytes:
 
 @pytest.fixture(scope="module")
 def ray_session():
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
              object_store_memory=100 * 2**20, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
@@ -162,10 +163,17 @@ def _wait_gone(pids: list[int], timeout: float = 20.0) -> list[int]:
         time.sleep(0.2)
 
 
-def test_killed_actor_gives_named_error_and_close_releases_everything(ray_env, reference):
-    """Runs last: it kills actor 1's process (a Ray worker this module started), expects an
-    error naming the actor and its envs, then checks close() frees every actor, worker and
-    block."""
+@pytest.fixture
+def doomed_env(ray_session):
+    """A 2-actor env for the test that kills one of its actors."""
+    with shmenv_ray.make("Breakout", NUM_ENVS, num_actors=2, seed=SEED, **OPTIONS) as env:
+        yield env
+
+
+def test_killed_actor_gives_named_error_and_close_releases_everything(doomed_env, reference):
+    """Kills actor 1's process (a Ray worker this module started), expects an error naming
+    the actor and its envs, then checks close() frees every actor, worker and block."""
+    ray_env = doomed_env
     actor = ray_env.actor_infos[1]
     pids = [pid for info in ray_env.actor_infos for pid in (info.pid, *info.worker_pids)]
     ray_env.reset()

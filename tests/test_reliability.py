@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "reliability_child.py"
 CHILD_ENV = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 NOISE = ("Traceback", "resource_tracker", "leaked", "Warning", "KeyboardInterrupt")
+# Every scenario must leave no segment and no process behind (conftest's one leak check).
+pytestmark = pytest.mark.usefixtures("no_leaked_segments")
 
 
 def child_command(*args: str) -> list[str]:
@@ -62,14 +64,6 @@ def assert_quiet(stderr: str) -> None:
 def segments_of(pid: int) -> set[str]:
     """The shmenv segments in /dev/shm created by process ``pid`` (names carry it)."""
     return {n for n in os.listdir(SHM_DIR) if n.startswith(f"{NAME_PREFIX}{pid}_")}
-
-
-@pytest.fixture
-def no_own_leaks():
-    """Like conftest's no_leaked_segments, but only this process's segments (names carry
-    the creator's pid), so that other programs using shmenv meanwhile cannot fail it."""
-    yield
-    assert not segments_of(os.getpid())
 
 
 def gone(pid: int) -> bool:
@@ -247,7 +241,7 @@ def test_tiny_dev_shm_gives_clear_error_before_any_worker_starts():
     assert_quiet(proc.stderr)
 
 
-def test_injected_free_space_reading_stops_make_and_worker(no_own_leaks):
+def test_injected_free_space_reading_stops_make_and_worker(no_leaked_segments):
     layout = shmenv.block.BlockLayout(16, (4, 84, 84))
     with pytest.raises(shmenv.SharedMemorySpaceError) as info:
         shmenv.block.SharedBlock.create(layout, free_bytes=100_000)
@@ -319,7 +313,7 @@ def test_envs_unchanged_by_rejected_actions(breakout_pair):
     (-1, ValueError), (4, ValueError), (1.0, TypeError), (float("nan"), TypeError),
     ("1", TypeError), (None, TypeError), (True, TypeError), (np.array([1, 2]), TypeError),
 ])
-def test_compat_worker_rejects_malformed_action(action, error, no_own_leaks):
+def test_compat_worker_rejects_malformed_action(action, error, no_leaked_segments):
     worker = shmenv.Worker(7, game_factory=functools.partial(CounterGame))
     try:
         worker.child.send(("reset", None))
@@ -393,7 +387,7 @@ def test_interrupt_storm_never_mixes_up_replies():
 
 # --------------------------------------------------------------------------- 7. after close
 @pytest.fixture
-def counter_env(no_own_leaks):
+def counter_env(no_leaked_segments):
     env = shmenv.make("Breakout", 4, num_workers=2, context="fork",
                       game_factory=functools.partial(CounterGame))
     yield env
@@ -423,7 +417,7 @@ def test_calls_after_a_worker_failure_raise_closed_error(counter_env):
     env.close()  # still fine
 
 
-def test_worker_exit_code_is_named(no_own_leaks):
+def test_worker_exit_code_is_named(no_leaked_segments):
     env = shmenv.make("Breakout", 2, num_workers=2, context="fork",
                       game_factory=functools.partial(CounterGame, exit_at_step=2))
     env.reset()
@@ -435,7 +429,7 @@ def test_worker_exit_code_is_named(no_own_leaks):
     assert all_gone(env.worker_pids, timeout=0)  # the other worker was stopped
 
 
-def test_obs_view_stays_readable_after_close_and_is_released_when_dropped(no_own_leaks):
+def test_obs_view_stays_readable_after_close_and_is_released_when_dropped(no_leaked_segments):
     env = shmenv.make("Breakout", 3, num_workers=1, context="fork",
                       game_factory=functools.partial(CounterGame))
     env.reset()
@@ -449,7 +443,7 @@ def test_obs_view_stays_readable_after_close_and_is_released_when_dropped(no_own
     assert not mapping.alive  # the last view went: the mapping was closed
 
 
-def test_compat_worker_after_close(no_own_leaks):
+def test_compat_worker_after_close(no_leaked_segments):
     worker = shmenv.Worker(1, game_factory=functools.partial(CounterGame))
     worker.child.send(("reset", None))
     worker.child.recv()
@@ -497,8 +491,3 @@ def test_soak_rss_stays_flat():
     for name, growth in result["rss_growth"].items():
         assert growth < 0.05, f"{name} RSS grew {growth:.1%}"
     assert_quiet(proc.stderr)
-
-
-def test_no_segment_left_by_this_module():
-    """Everything above ran in this process or in children it waited for."""
-    assert not segments_of(os.getpid())
