@@ -150,6 +150,7 @@ def spin_budget(worker_spin_us: float | None, num_workers: int) -> float:
         except AttributeError:  # no sched_getaffinity (macOS, Windows)
             cores = os.cpu_count() or 1
         return DEFAULT_WORKER_SPIN_US if num_workers <= cores else 0.0
-    if not isinstance(worker_spin_us, (int, float)) or worker_spin_us < 0:
-        raise ValueError(f"worker_spin_us must be a number >= 0, got {worker_spin_us!r}")
+    if (isinstance(worker_spin_us, bool) or not isinstance(worker_spin_us, (int, float))
+            or not 0 <= worker_spin_us < math.inf):  # also rejects NaN
+        raise ValueError(f"worker_spin_us must be a finite number >= 0, got {worker_spin_us!r}")
     return float(worker_spin_us)

@@ -139,13 +139,14 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
                        and self.num_workers > 1)
         children = (relay_tree(self.num_workers, relay_fanout) if self._relay
                     else [[] for _ in range(self.num_workers)])
+        spin_us = spin_budget(worker_spin_us, self.num_workers)
 
         self._block = SharedBlock.create(BlockLayout(num_envs, options.obs_shape))
         specs = _worker_specs(
             self._block, self._env_ranges, self._seeds, self._worker_cpus, children,
             game=rom, options=options, same_step_autoreset=self._same_step,
             write_final_obs=self._same_step, game_factory=game_factory,
-            spin_us=spin_budget(worker_spin_us, self.num_workers))
+            spin_us=spin_us)
         self._pool = WorkerPool(specs, raw_pipes=raw_pipes, on_failure=self._shutdown)
         self._finalizer = weakref.finalize(self, _release, self._pool.conns,
                                            self._pool.processes, self._block)

@@ -41,7 +41,7 @@ def test_spin_budget_is_off_when_oversubscribed_and_checks_its_argument():
     assert spin_budget(0, 1) == 0.0
     assert spin_budget(250, 1000) == 250.0  # an explicit budget is kept
     assert spin_budget(None, 10_000) == 0.0  # more workers than cores: never spin
-    with pytest.raises(ValueError, match="worker_spin_us must be a number >= 0"):
+    with pytest.raises(ValueError, match="worker_spin_us must be a finite number >= 0"):
         spin_budget(-1, 1)
 
 
