@@ -223,7 +223,7 @@ def plot(result: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    labels = dict.fromkeys(r["label"] for r in result["rows"] if not r["breakout"])
+    labels = dict.fromkeys(r["label"] for r in result["rows"] if not r.get("breakout"))
     for label in labels:
         rows = [r for r in result["rows"] if r["label"] == label]
         xs = [r["num_envs"] for r in rows]

@@ -164,7 +164,7 @@ def tables(result: dict) -> list[report.Table]:
     notes = [f"Untouched step: {result['cpu_us_per_step']:.0f} CPU µs "
              f"(piece by piece with stopwatches: {result['timed_us_per_step']:.0f}); "
              f"{result['resets_per_1000_steps']:.0f} resets per 1000 steps."]
-    if not result["replica_matches"]:
+    if result.get("replica_matches") is False:
         notes.append("WARNING: the piece-by-piece replay ended on a different stack than "
                      "AtariGame.step: the breakdown does not describe the real step.")
     return [report.Table(f"One {cfg['game']} env-step, maxpool={cfg['maxpool']!r} "

@@ -161,7 +161,7 @@ GOALS = (
 
 
 def goals(results: dict[str, dict], key: str) -> dict[str, float | None]:
-    """The issue's goals as ratios of ``key`` (None when a contender was not run)."""
+    """The project's throughput goals as ratios of ``key`` (None when a contender was not run)."""
     def value(name: str) -> float | None:
         v = results.get(name, {}).get(key)
         return v["median"] if isinstance(v, dict) else v
