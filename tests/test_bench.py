@@ -79,7 +79,7 @@ def test_bench_smoke_json_and_plot(tmp_path, no_leaked_segments):
     # The console table and the markdown for docs/ come from the same cells.
     table, goals = throughput.tables(result)
     markdown = table.markdown()
-    assert "custom run: 1 interleaved rounds × 1 s" in table.title
+    assert "custom run: 1 round × 1 s after 0.3 s warm-up" in table.title
     for row in table.rows:
         assert "| " + " | ".join(row) + " |" in markdown
         assert row[0] in proc.stdout and row[1] in proc.stdout
@@ -111,7 +111,7 @@ def test_plain_bench_is_the_quick_run_and_says_so():
     args = build_parser().parse_args(["bench"])
     settings = {"seconds": args.seconds, "rounds": args.rounds, "warmup": args.warmup}
     assert settings == throughput.QUICK
-    assert throughput.run_kind({**throughput.QUICK}).startswith("quick run: 2 interleaved")
+    assert throughput.run_kind({**throughput.QUICK}).startswith("quick run: 1 round × 3 s")
     assert throughput.run_kind({**throughput.PUBLICATION}).startswith("publication run: 3 ")
     args = build_parser().parse_args(["bench", "--rounds", "3", "--seconds", "10",
                                       "--warmup", "2"])
