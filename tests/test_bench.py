@@ -212,3 +212,26 @@ def test_missing_peer_is_listed_as_skipped_with_install_hint(monkeypatch):
     assert entry["status"] == "skipped"
     assert entry["install"] == "pip install envpool"
     assert entry["rounds"] == [] and "steps_per_s" not in entry
+
+
+def test_update_docs_writes_each_suites_own_tables(tmp_path):
+    import importlib.util
+
+    from shmenv.benchmarks import layouts
+
+    spec = importlib.util.spec_from_file_location(
+        "update_docs", os.path.join(REPO, "bench", "update_docs.py"))
+    update_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(update_docs)
+    doc = tmp_path / "doc.md"
+    blocks = "".join(f"<!-- BEGIN {m} -->\nold\n<!-- END {m} -->\n" for m in update_docs.SECTIONS)
+    doc.write_text("intro\n" + blocks + "outro\n")
+    results = os.path.join(REPO, "bench", "results")
+    update_docs.main(results, str(doc))
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "\nold\n" not in text
+    with open(os.path.join(results, "layouts.json")) as f:
+        assert layouts.tables(json.load(f))[0].markdown() in text
+    doc.write_text("no markers here\n")
+    with pytest.raises(SystemExit, match="BEGIN throughput"):
+        update_docs.main(results, str(doc))
