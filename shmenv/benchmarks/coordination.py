@@ -94,6 +94,7 @@ def measure_row(row: dict, seconds: float, warmup: float, seed: int = 0) -> dict
     """Runs in a fresh subprocess: one row's vector env, stepped for ``seconds``."""
     spec = Row(**row)
     batch = spec.num_envs // 2 if spec.async_batch else spec.num_envs
+    env: Any
     with MemorySampler() as sampler:
         if spec.contender == "shmenv":
             import shmenv

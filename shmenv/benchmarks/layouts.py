@@ -53,12 +53,19 @@ _STRUCT_CODES = {("f", 8): "d", ("f", 4): "f", ("i", 8): "q", ("u", 8): "Q", ("i
                  ("b", 1): "?"}
 
 
+def _fields(dtype: np.dtype) -> list[tuple[str, np.dtype, int]]:
+    """A structured dtype's fields as (name, dtype, offset), in offset order."""
+    if dtype.fields is None:
+        raise ValueError(f"{dtype} is not a structured dtype")
+    fields = [(name, spec[0], spec[1]) for name, spec in dtype.fields.items()]
+    return sorted(fields, key=lambda field: field[2])
+
+
 def record_struct(dtype: np.dtype = REPLY_DTYPE) -> struct.Struct:
     """The ``struct`` that packs one record of ``dtype`` byte for byte (fields in offset
     order, gaps and tail as pad bytes), as a worker packs its replies."""
     fmt, at = "<", 0
-    for name in sorted(dtype.names, key=lambda n: dtype.fields[n][1]):
-        field_dtype, offset = dtype.fields[name][:2]
+    for name, field_dtype, offset in _fields(dtype):
         code = _STRUCT_CODES.get((field_dtype.kind, field_dtype.itemsize))
         if code is None or field_dtype.byteorder == ">":
             raise ValueError(f"field {name!r} has dtype {field_dtype}, which has no struct code")
@@ -77,8 +84,7 @@ RECORD = record_struct()
 def record_values(step: int, writer: int, dtype: np.dtype = REPLY_DTYPE) -> tuple:
     """The values writer ``writer`` packs at ``step``, in struct order: ``step`` in the
     first field, ``writer`` in every other one."""
-    kinds = [dtype.fields[n][0].kind for n in sorted(dtype.names,
-                                                     key=lambda n: dtype.fields[n][1])]
+    kinds = [field_dtype.kind for _name, field_dtype, _offset in _fields(dtype)]
     cast = {"f": float, "b": bool}
     return tuple(cast.get(kind, int)(value)
                  for kind, value in zip(kinds, [step] + [writer] * (len(kinds) - 1)))
@@ -97,7 +103,7 @@ def per_call_us(fn: Callable[[], Any], seconds: float, min_calls: int = 5) -> fl
     fn()
     once = max(time.perf_counter() - start, 1e-7)
     batch = max(1, int(seconds / 10 / once))
-    samples = []
+    samples: list[float] = []
     deadline = time.perf_counter() + seconds
     while len(samples) < min_calls or time.perf_counter() < deadline:
         t0 = time.perf_counter()

@@ -146,7 +146,8 @@ def run(game: str = "Breakout", steps: int = 3000, maxpool: str | None = None,
     from shmenv.games import GameOptions
 
     cv2.setNumThreads(1)
-    options = GameOptions(maxpool=maxpool) if maxpool not in (None, "labml") else GameOptions()
+    chosen: dict[str, Any] = {} if maxpool in (None, "labml") else {"maxpool": maxpool}
+    options = GameOptions(**chosen)
     plain, pieces = AtariGame(game, seed, options), AtariGame(game, seed, options)
     actions = np.random.default_rng(seed).integers(0, plain.num_actions, steps)
     warm = actions[: steps // 10]

@@ -7,6 +7,8 @@ pays them once whatever the env count.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from shmenv.benchmarks import report
 from shmenv.benchmarks.harness import Job, run_rounds
@@ -27,6 +29,7 @@ def measure_startup(contender: str, game: str, num_envs: int, seed: int = 47) ->
 
     from shmenv.benchmarks import contenders as c
 
+    make: Callable[[], Any]
     t_import = time.perf_counter()
     if contender == "shmenv":
         import shmenv
@@ -57,14 +60,15 @@ def measure_startup(contender: str, game: str, num_envs: int, seed: int = 47) ->
             "close_seconds": time.perf_counter() - ready}
 
 
-def run(game: str = "Breakout", env_counts: list[int] = (8, 32), rounds: int = 3,
+def run(game: str = "Breakout", env_counts: Sequence[int] = (8, 32), rounds: int = 3,
         only: str | None = None, show_progress: bool = True) -> dict:
     names = list(CONTENDERS) if not only else [n.strip() for n in only.split(",")]
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown:
         raise ValueError(f"unknown contender(s) {unknown}; choose from {', '.join(CONTENDERS)}")
-    skipped = {n: f"{CONTENDERS[n][1]} is not installed" for n in names
-               if CONTENDERS[n][1] and _missing(CONTENDERS[n][1])}
+    requires = {n: CONTENDERS[n][1] for n in names}
+    skipped = {n: f"{module} is not installed" for n, module in requires.items()
+               if module and _missing(module)}
     keys = [(n, k) for k in env_counts for n in names if n not in skipped]
     jobs = [Job((name, num_envs), f"{name} × {num_envs}", f"{_MODULE}:measure_startup",
                 {"contender": name, "game": game, "num_envs": num_envs})

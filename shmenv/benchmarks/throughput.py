@@ -61,8 +61,8 @@ ASYNC_PINNING = ("shmenv", "shmenv-async", "shmenv-pinned", "shmenv-async-pinned
 # 3 s costs half the wall time of two rounds of 1.5 s for the same timed seconds; it gives
 # up the min–max spread. Publication figures: ``--rounds 3 --seconds 10 --warmup 2`` (what
 # bench/reproduce.sh runs).
-QUICK = {"seconds": 3.0, "rounds": 1, "warmup": 0.5}
-PUBLICATION = {"seconds": 10.0, "rounds": 3, "warmup": 2.0}
+QUICK: dict[str, Any] = {"seconds": 3.0, "rounds": 1, "warmup": 0.5}
+PUBLICATION: dict[str, Any] = {"seconds": 10.0, "rounds": 3, "warmup": 2.0}
 
 
 def select(only: str | None) -> list[Contender]:
