@@ -2,27 +2,49 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 from shmenv.benchmarks import layouts
+from shmenv.block import BlockLayout
+from shmenv.games import GameOptions
+
+try:
+    from shmenv.protocol import REPLY_DTYPE
+except ImportError:  # before the wire protocol had its own module
+    from shmenv.worker import REPLY_DTYPE
+
+pytestmark = pytest.mark.usefixtures("no_leaked_segments")
 
 
-def _shm_entries() -> set[str]:
-    return set(os.listdir("/dev/shm"))
+def test_the_suite_measures_shmenvs_own_sizes():
+    assert layouts.STACK_SHAPE == GameOptions().obs_shape
+    assert layouts.STACK_BYTES == BlockLayout(1, GameOptions().obs_shape).slot_bytes
+    assert layouts.RECORD.size == REPLY_DTYPE.itemsize
 
 
-@pytest.fixture
-def no_leaked_shm():
-    before = _shm_entries()
-    yield
-    assert _shm_entries() - before == set()
+def test_record_struct_packs_what_the_reply_dtype_reads():
+    values = layouts.record_values(123, 1)
+    packed = layouts.RECORD.pack(*values)
+    (record,) = np.frombuffer(packed, REPLY_DTYPE)
+    assert record.tolist() == values
+    names = sorted(REPLY_DTYPE.names, key=lambda n: REPLY_DTYPE.fields[n][1])
+    assert record[names[0]] == 123 and all(record[n] == 1 for n in names[1:])
+
+
+def test_record_struct_follows_offsets_gaps_and_padding():
+    dtype = np.dtype({"names": ["flag", "value"], "formats": ["u1", "<f8"],
+                      "offsets": [0, 8], "itemsize": 24})
+    packer = layouts.record_struct(dtype)
+    assert packer.size == 24
+    (record,) = np.frombuffer(packer.pack(1, 2.5), dtype)
+    assert record["flag"] == 1 and record["value"] == 2.5
+    with pytest.raises(ValueError, match="no struct code"):
+        layouts.record_struct(np.dtype([("z", "<c16")]))
 
 
 @pytest.mark.parametrize("mode", layouts.TRANSPORTS)
-def test_transport_delivers_each_step_stack(mode, no_leaked_shm):
+def test_transport_delivers_each_step_stack(mode):
     base = np.random.default_rng(1).integers(0, 256, layouts.STACK_SHAPE, dtype=np.uint8)
     out = np.zeros(layouts.STACK_SHAPE, np.uint8)
     with layouts.Transport(mode, base) as transport:
@@ -39,7 +61,8 @@ def test_transport_bytes_per_step_order():
             sizes[mode] = transport.bytes_per_step
     assert sizes["float64-pickle"] > 8 * layouts.STACK_BYTES
     assert layouts.STACK_BYTES < sizes["uint8-pickle"] < 2 * layouts.STACK_BYTES
-    assert sizes["shared-memory"] < 16
+    # shmenv's wire: an int32 [opcode, action] command, one reply record back
+    assert sizes["shared-memory"] == 8 + REPLY_DTYPE.itemsize
 
 
 def test_roll_shift_and_ring_agree():
@@ -66,38 +89,22 @@ def test_roll_shift_and_ring_agree():
 
 
 def test_record_offsets_alignment_and_no_overlap():
-    assert layouts.record_offsets(3, 1) == [0, 28, 56]
-    assert layouts.record_offsets(3, 64) == [0, 64, 128]
+    size = REPLY_DTYPE.itemsize
+    assert layouts.record_offsets(3, 1) == [0, size, 2 * size]
+    stride = -(-size // 64) * 64
+    assert layouts.record_offsets(3, 64) == [0, stride, 2 * stride]
     assert layouts.record_offsets(2, 4096) == [0, 4096]
     assert layouts.record_offsets(2, 16, record_bytes=40) == [0, 48]
 
 
-@pytest.mark.parametrize("align", [1, 64, 4096])
-def test_neighbour_writes_keep_each_record_intact(align, no_leaked_shm):
+@pytest.mark.parametrize("align", [1, 64, 4096, layouts.OWN_BUFFER])
+def test_neighbour_writes_keep_each_record_intact(align):
     ns_per_write, records = layouts.neighbour_writes(align, writes=2000)
     assert ns_per_write > 0
-    assert records == [(2000.0, 0.0, 2000, 0, 0, 0, 0), (2000.0, 0.0, 2000, 1, 0, 0, 0)]
+    assert records == [layouts.record_values(2000, 0), layouts.record_values(2000, 1)]
 
 
-def test_view_shares_memory_and_copy_does_not():
-    block = np.arange(2 * 4 * 84 * 84, dtype=np.uint32).astype(np.uint8).reshape(
-        2, *layouts.STACK_SHAPE)
-    view, copy = layouts.batch_view(block), layouts.batch_copy(block)
-    np.testing.assert_array_equal(view, block)
-    np.testing.assert_array_equal(copy, block)
-    block[0, 0, 0, 0] ^= 0xFF
-    assert view[0, 0, 0, 0] == block[0, 0, 0, 0]
-    assert copy[0, 0, 0, 0] != block[0, 0, 0, 0]
-
-
-def test_float32_conversion_keeps_values():
-    batch = np.random.default_rng(3).integers(0, 256, (2, *layouts.STACK_SHAPE), dtype=np.uint8)
-    converted = layouts.as_float32(batch)
-    assert converted.dtype == np.float32 and converted.nbytes == 4 * batch.nbytes
-    np.testing.assert_array_equal(converted, batch)
-
-
-def test_per_worker_blocks_assemble_the_same_batch(no_leaked_shm):
+def test_per_worker_blocks_assemble_the_same_batch():
     rng = np.random.default_rng(4)
     data = rng.integers(0, 256, (5, *layouts.STACK_SHAPE), dtype=np.uint8)
     one, per_worker = layouts.OneBlock(5, 2), layouts.PerWorkerBlocks(5, 2)
@@ -111,6 +118,7 @@ def test_per_worker_blocks_assemble_the_same_batch(no_leaked_shm):
         np.testing.assert_array_equal(one.batch(), data)
         np.testing.assert_array_equal(per_worker.batch(), data)
         assert np.shares_memory(one.batch(), one.obs)
+        assert one.segment.size == BlockLayout(5, layouts.STACK_SHAPE).nbytes
     finally:
         one.close()
         per_worker.close()

@@ -42,24 +42,34 @@ def _outputs(parser: argparse.ArgumentParser, plot: bool = True) -> None:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from shmenv.benchmarks.throughput import NAMES
+    from shmenv.benchmarks.throughput import NAMES, PUBLICATION, QUICK
 
     cores = os.cpu_count() or 1
     bench = subparsers.add_parser(
         "bench", help="measure env-steps/s against every peer and this machine's ceiling",
-        description="Throughput of shmenv, its peers and this machine's ceiling (default), "
-                    "or one of the other suites.")
+        description="Throughput of shmenv, its peers and this machine's ceiling (default: a "
+                    "quick run, about a minute on 2 cores; --rounds 3 --seconds 10 --warmup 2 "
+                    "for publication figures), or one of the other suites.")
     bench.add_argument("--game", default="Breakout")
     bench.add_argument("--num-envs", type=_positive_int, default=None,
                        help=f"default 4 × cores = {4 * cores}")
-    bench.add_argument("--seconds", type=_positive_float, default=10.0,
-                       help="timed seconds per contender per round (default 10)")
-    bench.add_argument("--rounds", type=_positive_int, default=3,
-                       help="interleaved rounds; the table shows medians (default 3)")
-    bench.add_argument("--warmup", type=float, default=2.0, help="untimed seconds first")
+    publication = (f"publication figures: --rounds {PUBLICATION['rounds']} --seconds "
+                   f"{PUBLICATION['seconds']:g} --warmup {PUBLICATION['warmup']:g}")
+    bench.add_argument("--seconds", type=_positive_float, default=QUICK["seconds"],
+                       help=f"timed seconds per contender per round (default "
+                            f"{QUICK['seconds']:g}; {publication})")
+    bench.add_argument("--rounds", type=_positive_int, default=QUICK["rounds"],
+                       help=f"interleaved rounds; the table shows medians (default "
+                            f"{QUICK['rounds']})")
+    bench.add_argument("--warmup", type=float, default=QUICK["warmup"],
+                       help=f"untimed seconds first (default {QUICK['warmup']:g})")
     bench.add_argument("--seed", type=int, default=47, help="env seeds and action stream")
     bench.add_argument("--only", metavar="A,B,...",
                        help=f"run only these contenders: {', '.join(NAMES)}")
+    bench.add_argument("--async-pinning", action="store_true",
+                       help="compare shmenv's sync step with async batches (batch_size = "
+                            "envs / 2) and pinned workers (same as --only "
+                            "shmenv,shmenv-async,shmenv-pinned,shmenv-async-pinned)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     _outputs(bench)
     bench.set_defaults(func=run_throughput)
@@ -71,6 +81,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     coord.add_argument("--seconds", type=_positive_float, default=3.0)
     coord.add_argument("--rounds", type=_positive_int, default=3)
     coord.add_argument("--warmup", type=float, default=1.0)
+    coord.add_argument("--workers", type=_csv_ints, default=[],
+                       help="add shmenv rows with these worker counts, e.g. 8,64,256")
+    coord.add_argument("--direct", action="store_true",
+                       help="add each shmenv row again with relay_fanout=0 (the main writes "
+                            "to and reads from every worker itself)")
+    coord.add_argument("--async", dest="async_batch", action="store_true",
+                       help="add async rows with batch_size = envs / 2 (send/recv)")
+    coord.add_argument("--breakout", action="store_true",
+                       help="add Breakout rows at 64 envs (the real game)")
+    coord.add_argument("--cpu-affinity", action="store_true", help="pin shmenv's workers")
     coord.add_argument("--no-progress", action="store_true")
     _outputs(coord)
     coord.set_defaults(func=run_coordination)
@@ -94,7 +114,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     profile = suites.add_parser("profile", help="where one env-step's microseconds go")
     profile.add_argument("--game", default="Breakout")
     profile.add_argument("--steps", type=_positive_int, default=3000)
-    profile.add_argument("--maxpool", choices=["seed", "standard"], default="seed")
+    profile.add_argument("--maxpool", choices=["labml", "standard"], default="labml",
+                         help="labml: the reference's max of two resized frames (shmenv's "
+                              "default); standard: max of two full screens, then resize")
     _outputs(profile, plot=False)
     profile.set_defaults(func=run_profile)
 
@@ -112,9 +134,14 @@ def _finish(result: dict, args: argparse.Namespace, plot_fn=None) -> int:
 def run_throughput(args: argparse.Namespace) -> int:
     from shmenv.benchmarks import throughput
 
+    only = args.only
+    if args.async_pinning:
+        if only:
+            raise ValueError("--async-pinning picks its own contenders; drop --only")
+        only = ",".join(throughput.ASYNC_PINNING)
     result = throughput.run(game=args.game, num_envs=args.num_envs, seconds=args.seconds,
                             rounds=args.rounds, warmup=args.warmup, seed=args.seed,
-                            only=args.only, show_progress=not args.no_progress)
+                            only=only, show_progress=not args.no_progress)
     throughput.print_result(result)
     return _finish(result, args, throughput.plot)
 
@@ -123,7 +150,9 @@ def run_coordination(args: argparse.Namespace) -> int:
     from shmenv.benchmarks import coordination
 
     result = coordination.run(env_counts=args.env_counts, seconds=args.seconds,
-                              rounds=args.rounds, warmup=args.warmup,
+                              rounds=args.rounds, warmup=args.warmup, workers=args.workers,
+                              direct=args.direct, async_batch=args.async_batch,
+                              breakout=args.breakout, cpu_affinity=args.cpu_affinity,
                               show_progress=not args.no_progress)
     coordination.print_result(result)
     return _finish(result, args, coordination.plot)

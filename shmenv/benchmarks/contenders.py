@@ -27,7 +27,7 @@ READY_TIMEOUT_S = 300.0
 
 
 def gym_atari_id(game: str) -> str:
-    """``"Breakout"`` -> ``"BreakoutNoFrameskip-v4"`` (the seed's gymnasium id)."""
+    """``"Breakout"`` -> ``"BreakoutNoFrameskip-v4"`` (the gymnasium id the reference uses)."""
     return "".join(p.capitalize() for p in resolve_game(game).split("_")) + "NoFrameskip-v4"
 
 
@@ -140,15 +140,23 @@ def measure_ceiling(game: str, num_envs: int, seconds: float, warmup: float, see
 
 # ------------------------------------------------------------------ vector contenders
 def measure_shmenv(game: str, num_envs: int, seconds: float, warmup: float, seed: int,
-                   maxpool: str = "seed") -> dict:
+                   maxpool: str | None = None, async_batch: bool = False,
+                   cpu_affinity: bool = False) -> dict:
+    """shmenv's vector env; ``maxpool`` None keeps its default (the labml design),
+    ``async_batch`` steps batches of half the envs with ``send``/``recv``."""
     import shmenv
 
-    return _measure_vector(lambda: shmenv.make(game, num_envs, seed=seed, maxpool=maxpool),
-                           num_envs, seconds, warmup, seed)
+    options: dict[str, Any] = {"cpu_affinity": cpu_affinity}
+    if maxpool is not None:
+        options["maxpool"] = maxpool
+    batch = max(num_envs // 2, 1) if async_batch else num_envs
+    return _measure_vector(lambda: shmenv.make(game, num_envs, seed=seed, batch_size=batch,
+                                               **options),
+                           num_envs, seconds, warmup, seed, batch)
 
 
 def measure_pipe(game: str, num_envs: int, seconds: float, warmup: float, seed: int) -> dict:
-    """The seed design as a trainer drives it: send to all, receive from all, copy each
+    """The labml design as a trainer drives it: send to all, receive from all, copy each
     stack into a (n, 4, 84, 84) uint8 batch."""
     import gymnasium as gym
 
@@ -194,14 +202,26 @@ def make_gym_atari(gym_id: str):
     return FrameStackObservation(env, 4)
 
 
-def _measure_vector(make_env, num_envs: int, seconds: float, warmup: float, seed: int) -> dict:
+def _measure_vector(make_env, num_envs: int, seconds: float, warmup: float, seed: int,
+                    batch: int | None = None) -> dict:
+    """Step a gymnasium-style vector env; with ``batch`` below ``num_envs`` (shmenv's async
+    mode) by ``send``/``recv``, each batch's actions going to the envs that just replied."""
     with MemorySampler() as sampler:
         env = make_env()
         try:
-            env.reset(seed=seed)
-            cycle = ActionCycle(action_stream(seed, num_envs, int(env.single_action_space.n)))
-            result = time_step_loop(lambda: env.step(cycle.next()), num_envs, warmup, seconds,
-                                    sampler)
+            _obs, infos = env.reset(seed=seed)
+            batch = batch or num_envs
+            cycle = ActionCycle(action_stream(seed, batch, int(env.single_action_space.n)))
+            if batch < num_envs:
+                ready = {"ids": infos["env_id"]}
+
+                def step() -> None:
+                    env.send(cycle.next(), ready["ids"])
+                    ready["ids"] = env.recv()[-1]["env_id"]
+            else:
+                def step() -> None:
+                    env.step(cycle.next())
+            result = time_step_loop(step, batch, warmup, seconds, sampler)
         finally:
             env.close()
     return result.as_dict()
@@ -219,7 +239,7 @@ def measure_gymnasium(game: str, num_envs: int, seconds: float, warmup: float,
 
 
 def make_envpool(game: str, num_envs: int, seed: int):
-    """envpool with the seed's settings where it has them: episodic life, no sticky
+    """envpool with the reference's settings where it has them: episodic life, no sticky
     actions, no FIRE on reset, no reward clipping, no no-op starts."""
     import envpool
 

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -188,6 +188,58 @@ def run_isolated(target: str, params: dict[str, Any], timeout: float = 600.0) ->
             raise SubprocessError(f"{target} exited with code {proc.returncode}: {tail}")
         with open(out_path) as f:
             return json.load(f)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One measurement a suite repeats each round: ``target`` called with ``params`` in a
+    fresh subprocess; ``key`` files its results, ``label`` names it on the progress bar."""
+
+    key: Any
+    label: str
+    target: str
+    params: dict[str, Any]
+
+
+@dataclass
+class Rounds:
+    """What :func:`run_rounds` measured: each job's results, one per round it completed,
+    and the error of each job that failed (it is not run again after a failure)."""
+
+    results: dict[Any, list[dict]]
+    failures: dict[Any, str]
+
+
+def run_rounds(jobs: Sequence[Job], rounds: int, show_progress: bool = True,
+               title: str = "bench") -> Rounds:
+    """Run every job once per round, rounds interleaved (A B C, A B C, ...) so that a noisy
+    neighbour hurts every job alike, each in its own subprocess; a live progress bar on
+    stderr unless ``show_progress`` is false. The one rounds loop of every suite."""
+    from shmenv.benchmarks import report
+
+    results: dict[Any, list[dict]] = {job.key: [] for job in jobs}
+    failures: dict[Any, str] = {}
+    bar = report.progress() if show_progress else None
+    task = None
+    if bar is not None:
+        bar.start()
+        task = bar.add_task(title, total=rounds * len(jobs))
+    try:
+        for r in range(rounds):
+            for job in jobs:
+                if bar is not None:
+                    bar.update(task, description=f"{title}: round {r + 1}/{rounds}, {job.label}")
+                if job.key not in failures:
+                    try:
+                        results[job.key].append(run_isolated(job.target, job.params))
+                    except SubprocessError as exc:
+                        failures[job.key] = str(exc)
+                if bar is not None:
+                    bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+    return Rounds(results, failures)
 
 
 def _child_main(argv: list[str]) -> None:

@@ -4,22 +4,28 @@ Each case compares ways of doing one job and reports the cost per env-step and t
 moved per env-step:
 
 (a) getting a worker's (4, 84, 84) stack to the trainer: float64 pickled over a Pipe (the
-    seed), uint8 pickled over a Pipe, or written into shared memory with a one-byte reply;
+    labml design), uint8 pickled over a Pipe, or written into shared memory with shmenv's
+    command (int32 opcode and action) and reply record over the Pipe;
 (b) pushing a frame onto the stack: ``np.roll`` (new array), in-place shift, or a ring
     buffer plus index (and what a consumer pays to read the ring in order);
-(c) per-env records (the 28-byte reply record) packed, padded to 64 B or to 4 KiB, with two
-    processes writing neighbouring records (false sharing);
+(c) per-env reply records written by two processes: neighbours in one shared block (packed,
+    padded to 64 B or to 4 KiB: false sharing) or each writer's own buffer;
 (d) handing the batch to the trainer as a zero-copy view vs a copy per step;
 (e) keeping uint8 vs converting to float32 for the consumer;
 (f) one shared block for all workers vs one block per worker.
 
-The functions doing each job are small and public so that tests can check they are right.
+The sizes and offsets are shmenv's own, read from the code that defines them: the reply
+record from ``REPLY_DTYPE``, the stack shape from ``GameOptions``, the block from
+``shmenv.block.BlockLayout``. Each case marks the variant shmenv uses. The functions doing
+each job are small and public so that tests can check they are right.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
+import secrets
 import struct
 import time
 from collections.abc import Callable
@@ -29,11 +35,65 @@ from typing import Any
 import numpy as np
 
 from shmenv.benchmarks import report
+from shmenv.block import NAME_PREFIX, BlockLayout
+from shmenv.games import GameOptions
 
-STACK_SHAPE = (4, 84, 84)
-FRAME_BYTES = 84 * 84
-STACK_BYTES = 4 * FRAME_BYTES
-RECORD = struct.Struct("<ddiiBBBx")  # shmenv's reply record, 28 bytes
+try:
+    from shmenv.protocol import REPLY_DTYPE
+except ImportError:  # before the wire protocol had its own module
+    from shmenv.worker import REPLY_DTYPE
+
+STACK_SHAPE: tuple[int, int, int] = GameOptions().obs_shape
+STACK_BYTES = BlockLayout(1, STACK_SHAPE).slot_bytes
+FRAME_BYTES = STACK_BYTES // STACK_SHAPE[0]
+COMMAND_BYTES = 2 * np.dtype(np.int32).itemsize  # shmenv's step command for one env
+
+_STRUCT_CODES = {("f", 8): "d", ("f", 4): "f", ("i", 8): "q", ("u", 8): "Q", ("i", 4): "i",
+                 ("u", 4): "I", ("i", 2): "h", ("u", 2): "H", ("i", 1): "b", ("u", 1): "B",
+                 ("b", 1): "?"}
+
+
+def _fields(dtype: np.dtype) -> list[tuple[str, np.dtype, int]]:
+    """A structured dtype's fields as (name, dtype, offset), in offset order."""
+    if dtype.fields is None:
+        raise ValueError(f"{dtype} is not a structured dtype")
+    fields = [(name, spec[0], spec[1]) for name, spec in dtype.fields.items()]
+    return sorted(fields, key=lambda field: field[2])
+
+
+def record_struct(dtype: np.dtype = REPLY_DTYPE) -> struct.Struct:
+    """The ``struct`` that packs one record of ``dtype`` byte for byte (fields in offset
+    order, gaps and tail as pad bytes), as a worker packs its replies."""
+    fmt, at = "<", 0
+    for name, field_dtype, offset in _fields(dtype):
+        code = _STRUCT_CODES.get((field_dtype.kind, field_dtype.itemsize))
+        if code is None or field_dtype.byteorder == ">":
+            raise ValueError(f"field {name!r} has dtype {field_dtype}, which has no struct code")
+        fmt += "x" * (offset - at) + code
+        at = offset + field_dtype.itemsize
+    fmt += "x" * (dtype.itemsize - at)
+    packer = struct.Struct(fmt)
+    if packer.size != dtype.itemsize:
+        raise ValueError(f"{fmt!r} packs {packer.size} bytes, the dtype has {dtype.itemsize}")
+    return packer
+
+
+RECORD = record_struct()
+
+
+def record_values(step: int, writer: int, dtype: np.dtype = REPLY_DTYPE) -> tuple:
+    """The values writer ``writer`` packs at ``step``, in struct order: ``step`` in the
+    first field, ``writer`` in every other one."""
+    kinds = [field_dtype.kind for _name, field_dtype, _offset in _fields(dtype)]
+    cast = {"f": float, "b": bool}
+    return tuple(cast.get(kind, int)(value)
+                 for kind, value in zip(kinds, [step] + [writer] * (len(kinds) - 1)))
+
+
+def new_segment(size: int) -> shared_memory.SharedMemory:
+    """A segment named as shmenv names its blocks, so leak checks see it."""
+    name = f"{NAME_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+    return shared_memory.SharedMemory(name=name, create=True, size=size)
 
 
 def per_call_us(fn: Callable[[], Any], seconds: float, min_calls: int = 5) -> float:
@@ -43,7 +103,7 @@ def per_call_us(fn: Callable[[], Any], seconds: float, min_calls: int = 5) -> fl
     fn()
     once = max(time.perf_counter() - start, 1e-7)
     batch = max(1, int(seconds / 10 / once))
-    samples = []
+    samples: list[float] = []
     deadline = time.perf_counter() + seconds
     while len(samples) < min_calls or time.perf_counter() < deadline:
         t0 = time.perf_counter()
@@ -68,13 +128,14 @@ def _producer(conn: Any, mode: str, base: np.ndarray, shm_name: str | None) -> N
     shm = shared_memory.SharedMemory(name=shm_name) if shm_name else None
     stack = (np.ndarray(STACK_SHAPE, np.uint8, shm.buf) if shm else
              np.zeros(STACK_SHAPE, np.float64 if mode == "float64-pickle" else np.uint8))
+    reply = bytes(RECORD.size)
     step = 0
     try:
-        while conn.recv_bytes(1) == b"s":
+        while conn.recv_bytes() != b"q":
             stack[...] = base
             stack[-1, 0, :8] = np.frombuffer(np.int64(step).tobytes(), dtype=np.uint8)
-            if shm is not None:
-                conn.send_bytes(b"k")  # the stack is already where the trainer reads it
+            if shm is not None:  # the stack is already where the trainer reads it
+                conn.send_bytes(reply)
             else:
                 conn.send(stack)
             step += 1
@@ -93,11 +154,12 @@ class Transport:
         if mode not in TRANSPORTS:
             raise ValueError(f"mode must be one of {TRANSPORTS}, got {mode!r}")
         self.mode = mode
+        self._command = np.array([1, 0], np.int32).tobytes()  # [opcode, action]
         self.base = base if base is not None else np.random.default_rng(0).integers(
             0, 256, STACK_SHAPE, dtype=np.uint8)
         self._shm = None
         if mode == "shared-memory":
-            self._shm = shared_memory.SharedMemory(create=True, size=STACK_BYTES)
+            self._shm = new_segment(STACK_BYTES)
             self.slot = np.ndarray(STACK_SHAPE, np.uint8, self._shm.buf)
         ctx = multiprocessing.get_context()
         self._conn, child = ctx.Pipe()
@@ -108,10 +170,11 @@ class Transport:
 
     @property
     def bytes_per_step(self) -> int:
-        """Bytes through the kernel per env-step (request + reply; shared memory: the
-        stack's own bytes are written once, by the producer, and never copied)."""
+        """Bytes through the kernel per env-step (request + reply; shared memory: shmenv's
+        command and reply record, the stack's own bytes are written once, by the producer,
+        and never copied)."""
         if self.mode == "shared-memory":
-            return 2
+            return COMMAND_BYTES + RECORD.size
         dtype = np.float64 if self.mode == "float64-pickle" else np.uint8
         return 1 + len(pickle.dumps(np.zeros(STACK_SHAPE, dtype), pickle.HIGHEST_PROTOCOL))
 
@@ -119,10 +182,11 @@ class Transport:
         """One env-step: ask for the next stack and make it available as uint8 in ``out``
         (pickled modes copy into ``out``, as a trainer builds its batch; shared memory
         returns the slot itself)."""
-        self._conn.send_bytes(b"s")
         if self._shm is not None:
+            self._conn.send_bytes(self._command)
             self._conn.recv_bytes()
             return self.slot
+        self._conn.send_bytes(b"s")
         out[...] = self._conn.recv()
         return out
 
@@ -144,7 +208,7 @@ class Transport:
 
 # ------------------------------------------------------------------ (b) stack update
 def push_roll(stack: np.ndarray, frame: np.ndarray) -> np.ndarray:
-    """The seed's way: a new array rolled by one, newest frame last."""
+    """The labml design's way: a new array rolled by one, newest frame last."""
     stack = np.roll(stack, shift=-1, axis=0)
     stack[-1] = frame
     return stack
@@ -189,40 +253,53 @@ def _hammer(shm_name: str, offset: int, writes: int, start: Any, result: Any,
     shm = shared_memory.SharedMemory(name=shm_name)
     buf = shm.buf
     pack = RECORD.pack_into
+    rest = record_values(0, index)[1:]  # built once: the loop times the write alone
     while not start.value:
         pass
     t0 = time.perf_counter()
     for i in range(1, writes + 1):
-        pack(buf, offset, float(i), 0.0, i, index, 0, 0, 0)
+        pack(buf, offset, i, *rest)
     result[index] = time.perf_counter() - t0
     del buf
     shm.close()
 
 
+OWN_BUFFER = 0  # ``align`` for neighbour_writes: each writer packs into its own buffer
+
+
 def neighbour_writes(align: int, writes: int, num_writers: int = 2) -> tuple[float, list[tuple]]:
-    """``num_writers`` processes each pack ``writes`` reply records into their own record
-    of one shared block, at the offsets ``record_offsets(num_writers, align)``. Returns
-    ns per write (median over writers) and the records' final contents."""
-    offsets = record_offsets(num_writers, align)
-    shm = shared_memory.SharedMemory(create=True, size=offsets[-1] + 4096)
+    """``num_writers`` processes each pack ``writes`` reply records into their own record:
+    all in one shared block at the offsets ``record_offsets(num_writers, align)``, or with
+    ``align=OWN_BUFFER`` each in a buffer of its own (shmenv: a worker packs its envs'
+    replies in its own buffer and sends them over its Pipe). Returns ns per write (median
+    over writers) and the records' final contents, unpacked with ``REPLY_DTYPE``."""
+    if align == OWN_BUFFER:
+        segments = [new_segment(4096) for _ in range(num_writers)]
+        places = [(seg, 0) for seg in segments]
+    else:
+        offsets = record_offsets(num_writers, align)
+        segments = [new_segment(offsets[-1] + 4096)]
+        places = [(segments[0], off) for off in offsets]
     try:
         ctx = multiprocessing.get_context()
         start = ctx.RawValue("b", 0)
         result = ctx.RawArray("d", num_writers)
         procs = [ctx.Process(target=_hammer, daemon=True,
-                             args=(shm.name, off, writes, start, result, i))
-                 for i, off in enumerate(offsets)]
+                             args=(seg.name, off, writes, start, result, i))
+                 for i, (seg, off) in enumerate(places)]
         for p in procs:
             p.start()
         time.sleep(0.05)
         start.value = 1
         for p in procs:
             p.join()
-        records = [RECORD.unpack_from(shm.buf, off) for off in offsets]
+        records = [np.frombuffer(seg.buf, REPLY_DTYPE, count=1, offset=off)[0].tolist()
+                   for seg, off in places]
         return 1e9 * float(np.median(list(result))) / writes, records
     finally:
-        shm.close()
-        shm.unlink()
+        for seg in segments:
+            seg.close()
+            seg.unlink()
 
 
 # ------------------------------------------------------------------ (d), (e), (f)
@@ -242,12 +319,13 @@ def as_float32(batch: np.ndarray) -> np.ndarray:
 
 
 class PerWorkerBlocks:
-    """One shared-memory segment per worker; a (num_envs, 4, 84, 84) batch for the trainer
-    must then be assembled by concatenation (a copy) every step."""
+    """One shared-memory segment per worker, each laid out as shmenv lays out its block; a
+    (num_envs, 4, 84, 84) batch for the trainer must then be assembled by concatenation (a
+    copy) every step."""
 
     def __init__(self, num_envs: int, num_workers: int) -> None:
         bounds = np.linspace(0, num_envs, num_workers + 1).astype(int)
-        self.segments = [shared_memory.SharedMemory(create=True, size=int(b - a) * STACK_BYTES)
+        self.segments = [new_segment(BlockLayout(int(b - a), STACK_SHAPE).nbytes)
                          for a, b in zip(bounds[:-1], bounds[1:])]
         self.views = [np.ndarray((int(b - a), *STACK_SHAPE), np.uint8, s.buf)
                       for s, a, b in zip(self.segments, bounds[:-1], bounds[1:])]
@@ -263,11 +341,14 @@ class PerWorkerBlocks:
 
 
 class OneBlock:
-    """Every env's slot in one segment: the batch is a view of it."""
+    """shmenv's layout: every env's slot in one segment laid out by
+    :class:`shmenv.block.BlockLayout`; the batch is a view of it."""
 
     def __init__(self, num_envs: int, num_workers: int) -> None:
-        self.segment = shared_memory.SharedMemory(create=True, size=num_envs * STACK_BYTES)
-        self.obs = np.ndarray((num_envs, *STACK_SHAPE), np.uint8, self.segment.buf)
+        layout = BlockLayout(num_envs, STACK_SHAPE)
+        self.segment = new_segment(layout.nbytes)
+        self.obs = np.ndarray((num_envs, *STACK_SHAPE), np.uint8, self.segment.buf,
+                              offset=layout.obs_offset)
         bounds = np.linspace(0, num_envs, num_workers + 1).astype(int)
         self.views = [self.obs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
@@ -282,9 +363,10 @@ class OneBlock:
 
 
 # ------------------------------------------------------------------ the suite
-def _row(case: str, variant: str, us: float, nbytes: float, note: str = "") -> dict:
+def _row(case: str, variant: str, us: float, nbytes: float, note: str = "",
+         shmenv: bool = False) -> dict:
     return {"case": case, "variant": variant, "us_per_env_step": us,
-            "bytes_per_env_step": nbytes, "note": note}
+            "bytes_per_env_step": nbytes, "note": note, "shmenv": shmenv}
 
 
 def run(num_envs: int = 8, seconds: float = 0.5) -> dict:
@@ -299,7 +381,7 @@ def run(num_envs: int = 8, seconds: float = 0.5) -> dict:
         with Transport(mode) as transport:
             us = per_call_us(lambda t=transport: t.fetch(out), seconds)
             rows.append(_row("a", mode, us, transport.bytes_per_step,
-                             "Pipe round trip incl. producer"))
+                             "Pipe round trip incl. producer", mode == "shared-memory"))
 
     # (b) stack update
     holder = {"s": stack.copy()}
@@ -310,7 +392,7 @@ def run(num_envs: int = 8, seconds: float = 0.5) -> dict:
     rows.append(_row("b", "np.roll (new array)", per_call_us(roll, seconds), 2 * STACK_BYTES))
     shifted = stack.copy()
     rows.append(_row("b", "in-place shift", per_call_us(lambda: push_shift(shifted, frame),
-                                                        seconds), STACK_BYTES))
+                                                        seconds), STACK_BYTES, shmenv=True))
     ring = RingStack(frame)
     rows.append(_row("b", "ring buffer push", per_call_us(lambda: ring.push(frame), seconds),
                      FRAME_BYTES, "consumer must reorder"))
@@ -321,22 +403,25 @@ def run(num_envs: int = 8, seconds: float = 0.5) -> dict:
 
     # (c) false sharing: cost per record write with a neighbour writing concurrently
     writes = 200_000
-    for align, label in ((1, "packed (28 B records)"), (64, "padded to 64 B"),
-                         (4096, "padded to 4 KiB")):
+    for align, label in ((1, f"one block, packed ({RECORD.size} B records)"),
+                         (64, "one block, padded to 64 B"), (4096, "one block, padded to 4 KiB"),
+                         (OWN_BUFFER, "each writer's own buffer")):
         ns, _ = neighbour_writes(align, writes)
         rows.append(_row("c", label, ns / 1000, RECORD.size,
-                         "2 processes, struct.pack_into per write"))
+                         "2 processes, struct.pack_into per write", align == OWN_BUFFER))
 
     # (d) view vs copy, (e) uint8 vs float32, per env-step of a num_envs batch
     block = OneBlock(num_envs, 1)
     try:
         block.obs[...] = stack
         rows.append(_row("d", "zero-copy view", per_call_us(lambda: batch_view(block.obs),
-                                                            seconds) / num_envs, 0))
+                                                            seconds) / num_envs, 0,
+                         "copy=False", shmenv=True))
         rows.append(_row("d", "copy out", per_call_us(lambda: batch_copy(block.obs),
-                                                      seconds) / num_envs, STACK_BYTES))
+                                                      seconds) / num_envs, STACK_BYTES,
+                         "copy=True"))
         rows.append(_row("e", "uint8 kept", per_call_us(lambda: np.asarray(block.obs),
-                                                        seconds) / num_envs, 0))
+                                                        seconds) / num_envs, 0, shmenv=True))
         rows.append(_row("e", "converted to float32",
                          per_call_us(lambda: as_float32(block.obs), seconds) / num_envs,
                          STACK_BYTES + 4 * STACK_BYTES, "reads uint8, writes 4x bytes"))
@@ -354,7 +439,8 @@ def run(num_envs: int = 8, seconds: float = 0.5) -> dict:
             nbytes = 0 if cls is OneBlock else STACK_BYTES
             segments = 1 if cls is OneBlock else workers
             rows.append(_row("f", label, us, nbytes,
-                             f"{segments} segment(s), set-up {setup_ms:.2f} ms"))
+                             f"{segments} segment(s), set-up {setup_ms:.2f} ms",
+                             cls is OneBlock))
         finally:
             layout.close()
 
@@ -372,12 +458,17 @@ CASE_TITLES = {
 }
 
 
+def tables(result: dict) -> list[report.Table]:
+    rows = [[CASE_TITLES[r["case"]], r["variant"], "✓" if r.get("shmenv") else "",
+             f"{r['us_per_env_step']:.3f}", f"{r['bytes_per_env_step']:,}", r["note"]]
+            for r in result["rows"]]
+    return [report.Table(f"Memory layouts ({result['config']['num_envs']} envs where batched)",
+                         ["case", "variant", "shmenv's", "µs per env-step",
+                          "bytes per env-step", "note"], rows)]
+
+
 def print_result(result: dict) -> None:
-    rows = [[CASE_TITLES[r["case"]], r["variant"], f"{r['us_per_env_step']:.3f}",
-             f"{r['bytes_per_env_step']:,}", r["note"]] for r in result["rows"]]
-    report.print_table(f"Memory layouts ({result['config']['num_envs']} envs where batched)",
-                       ["case", "variant", "µs per env-step", "bytes per env-step", "note"],
-                       rows)
+    report.print_tables(tables(result))
 
 
 def plot(result: dict, path: str) -> None:
@@ -392,7 +483,8 @@ def plot(result: dict, path: str) -> None:
         ys = list(range(len(rows)))[::-1]
         values = [r["us_per_env_step"] for r in rows]
         ax.barh(ys, values, color="#1f77b4")
-        ax.set_yticks(ys, [r["variant"] for r in rows], fontsize=8)
+        ax.set_yticks(ys, [r["variant"] + (" (shmenv)" if r.get("shmenv") else "")
+                           for r in rows], fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
         for y, v in zip(ys, values):

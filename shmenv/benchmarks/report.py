@@ -1,4 +1,4 @@
-"""Printing and plotting benchmark results: rich tables, matplotlib bar charts, JSON."""
+"""Presenting benchmark results: one table model (console and markdown), plots, JSON."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import platform
 import statistics
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -77,20 +78,56 @@ def progress():
                     console=Console(stderr=True), transient=True)
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],
-                caption: str | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+@dataclass
+class Table:
+    """One results table, rendered to the console (:meth:`print`) and to markdown for docs/
+    (:meth:`markdown`) from the same cells, so the two can never disagree."""
 
-    table = Table(title=title, caption=caption, caption_justify="left")
-    for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    console = Console()
-    if not console.is_terminal:  # piped or redirected: don't squeeze into 80 columns
-        console = Console(width=130)
-    console.print(table)
+    title: str
+    columns: Sequence[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+    def print(self) -> None:
+        from rich.console import Console
+        from rich.table import Table as RichTable
+
+        table = RichTable(title=self.title, caption="\n".join(self.notes) or None,
+                          caption_justify="left")
+        for i, column in enumerate(self.columns):
+            table.add_column(column, justify="left" if i == 0 else "right")
+        for row in self.rows:
+            table.add_row(*row)
+        console = Console()
+        if not console.is_terminal:  # piped or redirected: don't squeeze into 80 columns
+            console = Console(width=130)
+        console.print(table)
+
+    def markdown(self) -> str:
+        def line(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        lines = [f"{self.title}.", "", line(self.columns),
+                 "|" + "|".join(["---"] + ["---:"] * (len(self.columns) - 1)) + "|"]
+        lines += [line(row) for row in self.rows]
+        if self.notes:
+            lines += [""] + [f"- {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def print_tables(tables: Sequence[Table]) -> None:
+    for table in tables:
+        table.print()
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    """One sentence naming the machine a result was measured on (for docs/)."""
+    load = machine.get("load_average_at_start")
+    load_text = f", load average at start {load[0]:.1f}" if load else ""
+    memory = machine.get("memory_bytes")
+    memory_text = f", {memory / 2**30:.0f} GiB" if memory else ""
+    return (f"{machine['cpu_count']} cores ({machine['processor']}){memory_text}, "
+            f"{machine['platform']}, Python {machine['python']}{load_text}")
 
 
 def bar_plot(path: str, labels: Sequence[str], medians: Sequence[float],

@@ -7,9 +7,11 @@ pays them once whatever the env count.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from shmenv.benchmarks import report
-from shmenv.benchmarks.harness import SubprocessError, run_isolated
+from shmenv.benchmarks.harness import Job, run_rounds
 from shmenv.benchmarks.throughput import _missing
 
 _MODULE = "shmenv.benchmarks.startup"
@@ -27,6 +29,7 @@ def measure_startup(contender: str, game: str, num_envs: int, seed: int = 47) ->
 
     from shmenv.benchmarks import contenders as c
 
+    make: Callable[[], Any]
     t_import = time.perf_counter()
     if contender == "shmenv":
         import shmenv
@@ -57,55 +60,47 @@ def measure_startup(contender: str, game: str, num_envs: int, seed: int = 47) ->
             "close_seconds": time.perf_counter() - ready}
 
 
-def run(game: str = "Breakout", env_counts: list[int] = (8, 32), rounds: int = 3,
+def run(game: str = "Breakout", env_counts: Sequence[int] = (8, 32), rounds: int = 3,
         only: str | None = None, show_progress: bool = True) -> dict:
     names = list(CONTENDERS) if not only else [n.strip() for n in only.split(",")]
     unknown = [n for n in names if n not in CONTENDERS]
     if unknown:
         raise ValueError(f"unknown contender(s) {unknown}; choose from {', '.join(CONTENDERS)}")
-    skipped = {n: f"{CONTENDERS[n][1]} is not installed" for n in names
-               if CONTENDERS[n][1] and _missing(CONTENDERS[n][1])}
-    runs = {(n, k): [] for k in env_counts for n in names if n not in skipped}
-    failures: dict[str, str] = {}
-    bar = report.progress() if show_progress else None
-    if bar:
-        bar.start()
-        task = bar.add_task("startup", total=rounds * len(runs))
-    try:
-        for r in range(rounds):
-            for (name, num_envs), measured in runs.items():
-                if bar:
-                    bar.update(task, description=f"round {r + 1}/{rounds}: {name} × {num_envs}")
-                try:
-                    measured.append(run_isolated(f"{_MODULE}:measure_startup",
-                                                 {"contender": name, "game": game,
-                                                  "num_envs": num_envs}))
-                except SubprocessError as exc:
-                    failures[f"{name}/{num_envs}"] = str(exc)
-                if bar:
-                    bar.advance(task)
-    finally:
-        if bar:
-            bar.stop()
+    requires = {n: CONTENDERS[n][1] for n in names}
+    skipped = {n: f"{module} is not installed" for n, module in requires.items()
+               if module and _missing(module)}
+    keys = [(n, k) for k in env_counts for n in names if n not in skipped]
+    jobs = [Job((name, num_envs), f"{name} × {num_envs}", f"{_MODULE}:measure_startup",
+                {"contender": name, "game": game, "num_envs": num_envs})
+            for name, num_envs in keys]
+    measured = run_rounds(jobs, rounds, show_progress, title="startup")
     rows = [{"contender": name, "label": CONTENDERS[name][0], "num_envs": num_envs,
-             "seconds": report.summarize([m["seconds"] for m in measured]),
-             "import_seconds": report.summarize([m["import_seconds"] for m in measured]),
-             "rounds": measured}
-            for (name, num_envs), measured in runs.items() if measured]
+             "seconds": report.summarize([m["seconds"] for m in runs]),
+             "import_seconds": report.summarize([m["import_seconds"] for m in runs]),
+             "rounds": runs}
+            for (name, num_envs) in keys if (runs := measured.results[(name, num_envs)])]
+    failures = {f"{name}/{num_envs}": reason
+                for (name, num_envs), reason in measured.failures.items()}
     return {"benchmark": "startup", "machine": report.machine_info(),
             "config": {"game": game, "env_counts": list(env_counts), "rounds": rounds},
             "rows": rows, "skipped": skipped, "failures": failures}
 
 
-def print_result(result: dict) -> None:
+def tables(result: dict) -> list[report.Table]:
     rows = [[r["label"], str(r["num_envs"]), f"{r['seconds']['median']:.2f}",
              f"{r['seconds']['min']:.2f}–{r['seconds']['max']:.2f}",
              f"{r['import_seconds']['median']:.2f}"] for r in result["rows"]]
     notes = [f"{k} skipped: {v}" for k, v in result["skipped"].items()]
     notes += [f"{k} failed: {v}" for k, v in result["failures"].items()]
-    report.print_table(f"Start-up, {result['config']['game']}: make() to reset() returned (s)",
-                       ["contender", "envs", "median s", "min–max", "imports s (excluded)"],
-                       rows, "\n".join(notes) or None)
+    cfg = result["config"]
+    return [report.Table(f"Start-up, {cfg['game']}: make() to reset() returned, "
+                         f"{cfg['rounds']} rounds, each in a fresh process",
+                         ["contender", "envs", "seconds (median)", "min–max",
+                          "imports s (excluded)"], rows, notes)]
+
+
+def print_result(result: dict) -> None:
+    report.print_tables(tables(result))
 
 
 def plot(result: dict, path: str) -> None:

@@ -3,7 +3,9 @@
 Every contender gets the same game, env count and seeded random action stream, runs in its
 own fresh subprocess, warms up, then is timed for ``seconds``. Rounds are interleaved
 (A B C ... A B C ...) so that a noisy neighbour hurts every contender alike; the table shows
-medians and min–max over rounds.
+medians and min–max over rounds. The defaults are a quick run; ``--rounds/--seconds`` give
+publication figures. ``--async-pinning`` compares shmenv's sync step with async batches
+and pinned workers instead.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shmenv.benchmarks import report
-from shmenv.benchmarks.harness import SubprocessError, run_isolated
+from shmenv.benchmarks.harness import Job, run_rounds
 
 _MODULE = "shmenv.benchmarks.contenders"
 
@@ -27,13 +29,14 @@ class Contender:
     kwargs: dict[str, Any] = field(default_factory=dict)
     requires: str | None = None  # a module that must import
     install: str | None = None  # how to get it
+    default: bool = True  # run by plain ``shmenv bench``
 
 
 CONTENDERS: tuple[Contender, ...] = (
     Contender("ceiling", "ceiling", "measure_ceiling"),
     Contender("emulation", "emulation ceiling", "measure_ceiling",
               {"emulation_only": True}),
-    Contender("shmenv", "shmenv", "measure_shmenv", {"maxpool": "seed"}),
+    Contender("shmenv", "shmenv", "measure_shmenv"),
     Contender("shmenv-standard", "shmenv standard", "measure_shmenv", {"maxpool": "standard"}),
     Contender("pipe", "Pipe baseline", "measure_pipe"),
     Contender("gymnasium", "gymnasium Async", "measure_gymnasium"),
@@ -41,14 +44,32 @@ CONTENDERS: tuple[Contender, ...] = (
               install="pip install envpool"),
     Contender("ale-vector", "ale_py vector", "measure_ale_vector",
               requires="ale_py.vector_env", install="pip install 'ale-py>=0.11'"),
+    # shmenv's own variants (``--async-pinning``): async batches of half the envs, workers
+    # pinned to cores, and both.
+    Contender("shmenv-async", "shmenv async (batch n/2)", "measure_shmenv",
+              {"async_batch": True}, default=False),
+    Contender("shmenv-pinned", "shmenv pinned", "measure_shmenv", {"cpu_affinity": True},
+              default=False),
+    Contender("shmenv-async-pinned", "shmenv async (batch n/2), pinned", "measure_shmenv",
+              {"async_batch": True, "cpu_affinity": True}, default=False),
 )
 NAMES = tuple(c.name for c in CONTENDERS)
+ASYNC_PINNING = ("shmenv", "shmenv-async", "shmenv-pinned", "shmenv-async-pinned")
+
+# Plain ``shmenv bench``: a quick run, about a minute on 2 cores. Each measurement starts its
+# contender afresh (a few seconds per contender on a busy 2-core machine), so one round of
+# 3 s costs half the wall time of two rounds of 1.5 s for the same timed seconds; it gives
+# up the min–max spread. Publication figures: ``--rounds 3 --seconds 10 --warmup 2`` (what
+# bench/reproduce.sh runs).
+QUICK: dict[str, Any] = {"seconds": 3.0, "rounds": 1, "warmup": 0.5}
+PUBLICATION: dict[str, Any] = {"seconds": 10.0, "rounds": 3, "warmup": 2.0}
 
 
 def select(only: str | None) -> list[Contender]:
-    """The contenders named in ``only`` (comma-separated), in the canonical order."""
+    """The contenders named in ``only`` (comma-separated; default: the default ones), in
+    the canonical order."""
     if not only:
-        return list(CONTENDERS)
+        return [c for c in CONTENDERS if c.default]
     wanted = [n.strip() for n in only.split(",") if n.strip()]
     unknown = [n for n in wanted if n not in NAMES]
     if unknown:
@@ -63,8 +84,9 @@ def _missing(module: str) -> bool:
         return True
 
 
-def run(game: str = "Breakout", num_envs: int | None = None, seconds: float = 10.0,
-        rounds: int = 3, warmup: float = 2.0, seed: int = 47, only: str | None = None,
+def run(game: str = "Breakout", num_envs: int | None = None,
+        seconds: float = QUICK["seconds"], rounds: int = QUICK["rounds"],
+        warmup: float = QUICK["warmup"], seed: int = 47, only: str | None = None,
         show_progress: bool = True) -> dict:
     """Measure the selected contenders; returns the JSON-able result."""
     cores = os.cpu_count() or 1
@@ -84,28 +106,14 @@ def run(game: str = "Breakout", num_envs: int | None = None, seconds: float = 10
 
     params = {"game": game, "num_envs": num_envs, "seconds": seconds, "warmup": warmup,
               "seed": seed}
-    bar = report.progress() if show_progress else None
-    if bar:
-        bar.start()
-        task = bar.add_task("starting", total=rounds * len(runnable))
-    try:
-        for r in range(rounds):
-            for c in runnable:
-                entry = results[c.name]
-                if entry["status"] != "ok":
-                    continue
-                if bar:
-                    bar.update(task, description=f"round {r + 1}/{rounds}: {c.name}")
-                try:
-                    entry["rounds"].append(run_isolated(f"{_MODULE}:{c.function}",
-                                                        {**params, **c.kwargs}))
-                except SubprocessError as exc:
-                    entry.update(status="failed", reason=str(exc), install=c.install)
-                if bar:
-                    bar.advance(task)
-    finally:
-        if bar:
-            bar.stop()
+    jobs = [Job(c.name, c.name, f"{_MODULE}:{c.function}", {**params, **c.kwargs})
+            for c in runnable]
+    measured = run_rounds(jobs, rounds, show_progress, title="throughput")
+    for c in runnable:
+        results[c.name]["rounds"] = measured.results[c.name]
+        if c.name in measured.failures:
+            results[c.name].update(status="failed", reason=measured.failures[c.name],
+                                   install=c.install)
 
     return derive({
         "benchmark": "throughput",
@@ -134,7 +142,7 @@ def derive(result: dict) -> dict:
                         "total_cpu_us_per_step", "peak_memory_bytes"):
                 entry[key] = report.summarize([x[key] for x in rs])
             entry["steps_per_cpu_s"] = 1e6 / entry["total_cpu_us_per_step"]["median"]
-    for name, suffix in (("ceiling", "ceiling"), ("pipe", "pipe")):
+    for name, suffix in (("ceiling", "ceiling"), ("pipe", "pipe"), ("shmenv", "shmenv")):
         base = results.get(name, {})
         for entry in results.values():
             if "steps_per_s" in base and "steps_per_s" in entry:
@@ -156,7 +164,7 @@ GOALS = (
 
 
 def goals(results: dict[str, dict], key: str) -> dict[str, float | None]:
-    """The issue's goals as ratios of ``key`` (None when a contender was not run)."""
+    """The project's throughput goals as ratios of ``key`` (None when a contender was not run)."""
     def value(name: str) -> float | None:
         v = results.get(name, {}).get(key)
         return v["median"] if isinstance(v, dict) else v
@@ -168,32 +176,60 @@ def goals(results: dict[str, dict], key: str) -> dict[str, float | None]:
     return out
 
 
-def print_result(result: dict) -> None:
+def run_kind(config: dict) -> str:
+    """How the run was configured, for the table's header."""
+    settings = {k: config.get(k) for k in QUICK}
+    if settings == QUICK:
+        kind = "quick run"
+    elif settings == PUBLICATION:
+        kind = "publication run"
+    else:
+        kind = "custom run"
+    rounds = ("1 round" if config["rounds"] == 1
+              else f"{config['rounds']} interleaved rounds")
+    return f"{kind}: {rounds} × {config['seconds']:g} s after {config['warmup']:g} s warm-up"
+
+
+def tables(result: dict) -> list[report.Table]:
+    """The results table and the goals table of one throughput result."""
     cfg = result["config"]
     rows, skipped = [], []
+    show_sync_ratio = any(e["name"] in ASYNC_PINNING[1:] for e in result["contenders"])
     for e in result["contenders"]:
         if "steps_per_s" not in e:
             skipped.append(f"{e['name']}: {e['status']} — {e.get('reason', '')}"
                            + (f" (add it: {e['install']})" if e.get("install") else ""))
             continue
         s = e["steps_per_s"]
-        rows.append([e["label"], f"{s['median']:,.0f}", f"{s['min']:,.0f}–{s['max']:,.0f}",
-                     report.ratio(e.get("ratio_to_ceiling")), report.ratio(e.get("ratio_to_pipe")),
-                     report.ratio(e.get("cpu_ratio_to_ceiling")),
-                     f"{e['cpu_us_per_step']['median']:,.1f}",
-                     f"{e['total_cpu_us_per_step']['median']:,.0f}",
-                     report.mib(e["peak_memory_bytes"]["median"])])
-    caption = "\n".join(skipped) if skipped else None
-    report.print_table(
-        f"{cfg['game']}, {cfg['num_envs']} envs, {cfg['cores']} cores, "
-        f"{cfg['rounds']} × {cfg['seconds']:g} s (env-steps/s)",
-        ["contender", "steps/s", "min–max", "× ceiling", "× Pipe", "× ceiling (CPU)",
-         "main CPU µs/step", "all CPU µs/step", "peak memory"], rows, caption)
+        spread = f"{s['min']:,.0f}–{s['max']:,.0f}" if len(e["rounds"]) > 1 else "—"
+        row = [e["label"], f"{s['median']:,.0f}", spread,
+               report.ratio(e.get("ratio_to_ceiling")), report.ratio(e.get("ratio_to_pipe")),
+               report.ratio(e.get("cpu_ratio_to_ceiling"))]
+        if show_sync_ratio:
+            row.append(report.ratio(e.get("ratio_to_shmenv")))
+        row += [f"{e['cpu_us_per_step']['median']:,.1f}",
+                f"{e['total_cpu_us_per_step']['median']:,.0f}",
+                report.mib(e["peak_memory_bytes"]["median"])]
+        rows.append(row)
+    columns = ["contender", "env-steps/s", "min–max", "× ceiling", "× Pipe",
+               "× ceiling (CPU)"]
+    if show_sync_ratio:
+        columns.append("× shmenv sync")
+    columns += ["main CPU µs/step", "all CPU µs/step", "peak memory"]
+    title = (f"{cfg['game']}, {cfg['num_envs']} envs, {cfg['cores']} cores, "
+             f"{run_kind(cfg)} (env-steps/s"
+             + (", medians over rounds)" if cfg["rounds"] > 1 else ")"))
+    out = [report.Table(title, columns, rows, skipped)]
     met = [[k, f"{v:.2f}", report.ratio(result["goals_cpu"][k])[:-1]]
            for k, v in result["goals"].items() if v is not None]
     if met:
-        report.print_table("goals, this run", ["goal", "env-steps/s ratio",
-                                               "env-steps per CPU-second ratio"], met)
+        out.append(report.Table("Goals, this run", ["goal", "env-steps/s ratio",
+                                                   "env-steps per CPU-second ratio"], met))
+    return out
+
+
+def print_result(result: dict) -> None:
+    report.print_tables(tables(result))
 
 
 def plot(result: dict, path: str) -> None:
