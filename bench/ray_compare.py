@@ -30,7 +30,7 @@ import ray
 
 import shmenv
 import shmenv.ray as shmenv_ray
-from shmenv.benchmarks.nullgame import NullGame
+from shmenv.fakegames import NullGame
 
 # Importable by reference inside the Ray actors' spawned workers (a script's classes are not).
 ZeroGame = functools.partial(NullGame, episode_steps=500)

@@ -5,7 +5,7 @@
 
 RSS of the main process and of every worker is read after a warm-up (10% of the steps)
 and at the end; growth above 5% in any process fails the run (exit code 1). ``--fake``
-replaces the emulator with tests/reliability_games.CounterGame, so that the run measures
+replaces the emulator with shmenv.fakegames.CounterGame, so that the run measures
 shmenv's own machinery (block, pipes, replies, autoreset, final_obs, infos) quickly.
 """
 
@@ -16,7 +16,6 @@ import functools
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -28,8 +27,8 @@ MAX_GROWTH = 0.05
 
 def rss_by_process(env: shmenv.ShmVectorEnv) -> dict[str, int]:
     sizes = {"main": psutil.Process().memory_info().rss}
-    for index, process in enumerate(env._processes):
-        sizes[f"worker{index}"] = psutil.Process(process.pid).memory_info().rss
+    for index, pid in enumerate(env.worker_pids):
+        sizes[f"worker{index}"] = psutil.Process(pid).memory_info().rss
     return sizes
 
 
@@ -45,8 +44,7 @@ def main() -> int:
 
     options = {}
     if args.fake:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from reliability_games import CounterGame
+        from shmenv.fakegames import CounterGame
 
         options["game_factory"] = functools.partial(CounterGame, episode_steps=37)
     env = shmenv.make(args.game, args.num_envs, num_workers=args.num_workers, seed=0,

@@ -332,11 +332,6 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         """Envs sent a step (or reset) whose results ``recv()`` has not returned yet."""
         return self._batcher.envs_in_flight
 
-    @property
-    def _processes(self) -> list:
-        # Only for bench/soak.py, which predates worker_pids; remove when it uses them.
-        return self._pool.processes
-
     def __repr__(self) -> str:
         return (f"ShmVectorEnv({self.game!r}, num_envs={self.num_envs}, "
                 f"num_workers={self.num_workers})")

@@ -22,6 +22,7 @@ from shmenv.benchmarks.harness import (
     time_step_loop,
 )
 from shmenv.games import resolve_game
+from shmenv.planning import split_envs
 
 READY_TIMEOUT_S = 300.0
 
@@ -79,16 +80,6 @@ def _ceiling_process(game_name: str, env_ids: list[int], seeds: list[int], actio
         t += 1
 
 
-def _split_envs(num_envs: int, parts: int) -> list[list[int]]:
-    base, extra = divmod(num_envs, parts)
-    out, start = [], 0
-    for p in range(parts):
-        stop = start + base + (1 if p < extra else 0)
-        out.append(list(range(start, stop)))
-        start = stop
-    return [envs for envs in out if envs]
-
-
 def measure_ceiling(game: str, num_envs: int, seconds: float, warmup: float, seed: int,
                     emulation_only: bool = False) -> dict:
     """``os.cpu_count()`` independent processes running shmenv's game core in a loop, no
@@ -100,7 +91,8 @@ def measure_ceiling(game: str, num_envs: int, seconds: float, warmup: float, see
     actions = action_stream(seed, num_envs, probe.num_actions)
     del probe
     ctx = multiprocessing.get_context()
-    groups = _split_envs(num_envs, os.cpu_count() or 1)
+    groups = [list(range(start, stop))
+              for start, stop in split_envs(num_envs, min(num_envs, os.cpu_count() or 1))]
     counters = ctx.RawArray("q", len(groups))
     ready = ctx.RawArray("b", len(groups))
     stop = ctx.RawValue("b", 0)

@@ -1,6 +1,6 @@
 """Coordination cost: what the main process pays per env-step, on a zero-cost game.
 
-A zero-cost game (:mod:`shmenv.benchmarks.nullgame`) runs through shmenv and through
+A zero-cost game (:mod:`shmenv.fakegames`) runs through shmenv and through
 gymnasium's ``AsyncVectorEnv(shared_memory=True)``. With no emulation to wait for, the main
 process's CPU µs per env-step is the price of coordinating one env-step; its inverse is the
 most env-steps/s one main process can drive, and dividing that by one core's Breakout rate
@@ -28,7 +28,7 @@ from shmenv.benchmarks.harness import (
     run_rounds,
     time_step_loop,
 )
-from shmenv.benchmarks.nullgame import NUM_ACTIONS
+from shmenv.fakegames import NUM_ACTIONS
 
 _MODULE = "shmenv.benchmarks.coordination"
 BREAKOUT_ENVS = 64
@@ -98,7 +98,7 @@ def measure_row(row: dict, seconds: float, warmup: float, seed: int = 0) -> dict
     with MemorySampler() as sampler:
         if spec.contender == "shmenv":
             import shmenv
-            from shmenv.benchmarks.nullgame import NullGame
+            from shmenv.fakegames import NullGame
 
             options: dict[str, Any] = {"num_workers": spec.num_workers,
                                        "cpu_affinity": spec.cpu_affinity, "batch_size": batch}
@@ -110,7 +110,7 @@ def measure_row(row: dict, seconds: float, warmup: float, seed: int = 0) -> dict
         elif spec.contender == "gymnasium":
             from gymnasium.vector import AsyncVectorEnv
 
-            from shmenv.benchmarks.nullgame import NullEnv
+            from shmenv.fakegames import NullEnv
 
             env = AsyncVectorEnv([NullEnv] * spec.num_envs, shared_memory=True)
         else:

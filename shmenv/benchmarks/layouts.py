@@ -37,11 +37,7 @@ import numpy as np
 from shmenv.benchmarks import report
 from shmenv.block import NAME_PREFIX, BlockLayout
 from shmenv.games import GameOptions
-
-try:
-    from shmenv.protocol import REPLY_DTYPE
-except ImportError:  # before the wire protocol had its own module
-    from shmenv.worker import REPLY_DTYPE
+from shmenv.protocol import REPLY_DTYPE
 
 STACK_SHAPE: tuple[int, int, int] = GameOptions().obs_shape
 STACK_BYTES = BlockLayout(1, STACK_SHAPE).slot_bytes

@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium.utils.env_checker import check_env
 
 from shmenv.atari import AtariGame
-from shmenv.benchmarks.nullgame import NUM_ACTIONS, NullEnv, NullGame
+from shmenv.fakegames import NUM_ACTIONS, NullEnv, NullGame
 from shmenv.vector import ShmVectorEnv
 
 METHODS = ("__init__", "step", "reset", "reseed", "write_final_stack")
