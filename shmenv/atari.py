@@ -8,7 +8,8 @@ The labml design (docs/exactness.md) for one agent step with the defaults:
 
 * repeat the action for 4 emulator frames, summing raw rewards;
 * on the last two frames, gray (ALE's own grayscale, bit-identical to OpenCV's
-  ``COLOR_RGB2GRAY``) and resize to 84x84 with ``INTER_AREA``, keeping both;
+  ``COLOR_RGB2GRAY`` of the RGB screen on every ROM but those in ``GRAY_FROM_RGB_ROMS``,
+  which take the RGB screen and OpenCV) and resize to 84x84 with ``INTER_AREA``, keeping both;
 * after each frame: a life lost since the last reset, a game over or the episode cap ends
   the step at once (done);
 * not done: push the pixel-wise max of the two kept frames onto the stack (newest last).
@@ -25,7 +26,7 @@ import cv2
 import numpy as np
 from ale_py import ALEInterface, LoggerMode, roms
 
-from shmenv.games import REAL_RESET_ROMS, GameOptions, resolve_game
+from shmenv.games import GRAY_FROM_RGB_ROMS, REAL_RESET_ROMS, GameOptions, resolve_game
 
 ResetKind = Literal["restore", "reset_game"]
 
@@ -136,6 +137,10 @@ class AtariGame:
         self.action_set = list(action_set)
         height, width = ale.getScreenDims()
         self._gray = np.zeros((2, height, width), dtype=np.uint8)
+        self._grab_gray = ale.getScreenGrayscale
+        if self.rom in GRAY_FROM_RGB_ROMS:
+            self._rgb = np.zeros((height, width, 3), dtype=np.uint8)
+            self._grab_gray = self._gray_from_rgb
         ale.reset_game()
         self._start_state = ale.cloneState() if self._restore_is_exact() else None
         self._after_reset(self._preprocess_screen(self._start_frame))
@@ -150,9 +155,14 @@ class AtariGame:
     def lives(self) -> int:
         return self.ale.lives()
 
+    def _gray_from_rgb(self, out: np.ndarray) -> None:
+        """The reference's gray (OpenCV's of the RGB screen), where ALE's own differs."""
+        self.ale.getScreenRGB(self._rgb)
+        cv2.cvtColor(self._rgb, cv2.COLOR_RGB2GRAY, dst=out)
+
     def _preprocess_screen(self, out: np.ndarray) -> np.ndarray:
         """Gray the current screen and resize it into ``out``."""
-        self.ale.getScreenGrayscale(self._gray[0])
+        self._grab_gray(self._gray[0])
         cv2.resize(self._gray[0], self._dsize, dst=out, interpolation=cv2.INTER_AREA)
         return out
 
@@ -192,13 +202,14 @@ class AtariGame:
         episodic_life = opts.episodic_life
         lives_at_reset = self._lives_at_reset
         first_kept = self._first_kept
+        grab_gray = self._grab_gray
         reward = 0.0
         done = False
         for frame in range(opts.frame_skip):
             reward += ale.act(ale_action)
             if frame >= first_kept:
                 kept = frame - first_kept
-                ale.getScreenGrayscale(self._gray[kept])
+                grab_gray(self._gray[kept])
                 if opts.maxpool == "labml":
                     cv2.resize(self._gray[kept], self._dsize, dst=self._small[kept],
                                interpolation=cv2.INTER_AREA)

@@ -34,6 +34,17 @@ Step = tuple[bytes, float | None, bool | None, dict | None]
 PATHS = ("game", "dropin", "vector-same", "vector-next")
 
 
+def registered_games() -> list[str]:
+    """Games gymnasium registers as ``<Game>NoFrameskip-v4`` once ale-py's envs are in."""
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+    suffix = "NoFrameskip-v4"
+    return sorted(env_id[: -len(suffix)] for env_id in gym.registry
+                  if env_id.endswith(suffix) and "/" not in env_id and "-ram" not in env_id)
+
+
 def digest(stack: np.ndarray) -> bytes:
     """BLAKE2b-128 of the stack as uint8 bytes."""
     return hashlib.blake2b(np.ascontiguousarray(stack, dtype=np.uint8).tobytes(),
