@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime
 import os
 
+import numpy as np
 import pytest
 
+import shmenv
 from shmenv.atari import AtariGame
 from shmenv.baseline import Game
 from shmenv.exactness import (
@@ -112,3 +114,33 @@ def test_the_check_catches_a_wrong_reference(wrong, game):
     assert first_difference(reference_trace(game, SEED, actions), shmenv_trace) is None
     assert first_difference(reference_trace(game, SEED, actions, wrong), shmenv_trace) \
         is not None
+
+
+def _play_both(env, reference: Game, actions) -> int:
+    """Step a 1-env vector env and the reference alike; returns the episode ends seen."""
+    ends = 0
+    for step, action in enumerate(actions):
+        obs, rewards, terms, truncs, _ = env.step(np.array([action]))
+        stack, reward, done, _ = reference.step(int(action))
+        assert (float(rewards[0]), bool(terms[0] or truncs[0])) == (reward, done), f"step {step}"
+        np.testing.assert_array_equal(obs[0], stack, err_msg=f"step {step}")
+        ends += done
+    return ends
+
+
+def test_vector_resets_in_a_row_and_reseeds_after_steps_follow_the_reference(
+        no_leaked_segments):
+    """Seaquest starts its episodes from ALE's random generator: a reset more or less than
+    the reference would show within a few episodes."""
+    actions = actions_for(SEED, 800, 18)
+    with shmenv.make("Seaquest", 1, seed=SEED) as env:
+        env.reset()
+        obs, _ = env.reset()  # the reference: Game(seed).reset() twice
+        reference = Game(SEED, "Seaquest")
+        reference.reset()
+        np.testing.assert_array_equal(obs[0], reference.reset())
+        assert _play_both(env, reference, actions) >= 3
+        obs, _ = env.reset(seed=SEED)  # after steps: a fresh seeded start
+        reference = Game(SEED, "Seaquest")
+        np.testing.assert_array_equal(obs[0], reference.reset())
+        assert _play_both(env, reference, actions) >= 3
