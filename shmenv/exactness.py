@@ -179,6 +179,29 @@ def vector_traces(game: str, seeds: Sequence[int], actions: Sequence[Sequence[in
     return traces
 
 
+def restore_check(game: str, seed: int, steps: int, episode_frames: int = 1200) -> str | None:
+    """Restore against ALE's real reset on ``game``, with episodes cut at ``episode_frames``
+    so that even games whose episodes outlast a sweep reset many times.
+
+    Both games take the same actions; one restores the cloned start state (forced, whatever
+    the ROM), the other calls ``reset_game()``. Returns None when they agree step for step,
+    else the first difference.
+    """
+    from shmenv.atari import AtariGame
+    from shmenv.games import GameOptions
+
+    class Restoring(AtariGame):
+        def _restore_is_exact(self) -> bool:
+            return True
+
+    options = GameOptions(max_episode_frames=episode_frames)
+    actions = actions_for(seed, steps, AtariGame(game, seed).num_actions)
+    restoring = game_trace(game, seed, actions, lambda g, s: Restoring(g, s, options))
+    resetting = game_trace(game, seed, actions, lambda g, s: AtariGame(
+        g, s, GameOptions(max_episode_frames=episode_frames, fast_reset=False)))
+    return first_difference(resetting, restoring)
+
+
 def first_difference(reference: list[Step], other: list[Step]) -> str | None:
     """None when the traces agree step for step, else ``"step k: what differs"``."""
     if len(reference) != len(other):

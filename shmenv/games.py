@@ -25,7 +25,7 @@ MaxPool = Literal["labml", "standard"]
 # table and tests/test_exactness.py checks that a restore on these is caught.
 REAL_RESET_ROMS: frozenset[str] = frozenset({
     "assault", "beam_rider", "berzerk", "chopper_command", "demon_attack", "frostbite",
-    "hero", "qbert", "seaquest", "time_pilot", "yars_revenge",
+    "hero", "qbert", "seaquest", "solaris", "tennis", "time_pilot", "yars_revenge",
 })
 
 # ROMs whose ALE grayscale screen is not OpenCV's COLOR_RGB2GRAY of their RGB screen (Air

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
@@ -43,9 +44,24 @@ def _ci_games() -> list[str]:
     return list(FIXED) + [others[(start + i) % len(others)] for i in range(ROTATING)]
 
 
+CI_PATHS = ("dropin", "vector-same", "vector-next")
+
+
+def _compare(game: str) -> dict:
+    return compare_paths(game, (SEED,), CI_STEPS, CI_PATHS)
+
+
+@pytest.fixture(scope="module")
+def ci_results() -> dict[str, dict]:
+    """Every CI game compared, two games at a time (one per core)."""
+    games = _ci_games()
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        return dict(zip(games, pool.map(_compare, games)))
+
+
 @pytest.mark.parametrize("game", _ci_games())
-def test_every_path_replays_the_reference(game, no_leaked_segments):
-    result = compare_paths(game, (SEED,), CI_STEPS, ("dropin", "vector-same", "vector-next"))
+def test_every_path_replays_the_reference(game, ci_results):
+    result = ci_results[game]
     assert result["paths"] == {"dropin": None, "vector-same": None, "vector-next": None}, (
         f"{game} ({result['reset_kind']}) differs from the reference: {result['paths']}")
 
