@@ -21,11 +21,12 @@ MaxPool = Literal["labml", "standard"]
 # from its random generator, which moves on with every reset, and these ROMs let that show
 # (in RAM, on screen or later in play). Restoring a state cloned after the first reset would
 # start every episode the same way, so they always take the real ``reset_game``. Measured
-# by ``bench/exact_sweep.py`` against the reference on every game; docs/exactness.md has the
-# table and tests/test_exactness.py checks that a restore on these is caught.
+# by ``bench/exact_sweep.py`` (against the reference, and forced restore against real resets)
+# on every game; docs/exactness.md has the table.
 REAL_RESET_ROMS: frozenset[str] = frozenset({
-    "assault", "beam_rider", "berzerk", "chopper_command", "demon_attack", "frostbite",
-    "hero", "qbert", "seaquest", "solaris", "tennis", "time_pilot", "yars_revenge",
+    "assault", "beam_rider", "berzerk", "chopper_command", "demon_attack", "elevator_action",
+    "fishing_derby", "freeway", "frostbite", "hero", "ice_hockey", "private_eye", "qbert",
+    "seaquest", "solaris", "tennis", "time_pilot", "yars_revenge",
 })
 
 # ROMs whose ALE grayscale screen is not OpenCV's COLOR_RGB2GRAY of their RGB screen (Air
