@@ -52,6 +52,16 @@ def test_game_options_validation():
     assert GameOptions(repeat_action_probability=0.25).fast_reset is False
 
 
+def test_maxpool_seed_is_a_deprecated_alias_of_labml():
+    with pytest.warns(DeprecationWarning, match='"labml"'):
+        options = GameOptions(maxpool="seed")
+    assert options.maxpool == "labml" == GameOptions().maxpool
+    old, new = AtariGame("Breakout", 2, options), AtariGame("Breakout", 2)
+    for action in action_stream(2, 30, 1, 4)[:, 0]:
+        assert old.step(int(action)) == new.step(int(action))
+    np.testing.assert_array_equal(old.stack, new.stack)
+
+
 def test_seed_matches_gymnasium_seeding():
     """ALE is seeded as gymnasium's AtariEnv.reset(seed=...) would seed it."""
     env = gym.make("ALE/Breakout-v5")
@@ -113,14 +123,14 @@ def test_standard_maxpool_equals_max_then_resize():
     assert compared > 150
 
 
-def test_standard_and_seed_maxpool_give_different_pixels():
-    seed_order = AtariGame("Breakout", 2)
+def test_standard_and_labml_maxpool_give_different_pixels():
+    labml_order = AtariGame("Breakout", 2)
     standard = AtariGame("Breakout", 2, GameOptions(maxpool="standard"))
     differs = False
     for action in action_stream(2, 60, 1, 4)[:, 0]:
-        seed_order.step(int(action))
+        labml_order.step(int(action))
         standard.step(int(action))
-        differs |= not np.array_equal(seed_order.stack[-1], standard.stack[-1])
+        differs |= not np.array_equal(labml_order.stack[-1], standard.stack[-1])
     assert differs
 
 
