@@ -7,6 +7,7 @@ from typing import Any
 
 from gymnasium.vector import AutoresetMode
 
+from shmenv import envpool  # noqa: E402,I001 - envpool's API on shmenv (not envpool itself)
 from shmenv.compat import Worker
 from shmenv.errors import (
     ClosedError,
@@ -72,6 +73,7 @@ __all__ = [
     "WorkerDiedError",
     "WorkerError",
     "__version__",
+    "envpool",
     "known_games",
     "make",
     "resolve_game",

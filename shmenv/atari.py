@@ -24,9 +24,13 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from ale_py import ALEInterface, LoggerMode, roms
+from ale_py import Action, ALEInterface, LoggerMode, roms
 
 from shmenv.games import GRAY_FROM_RGB_ROMS, REAL_RESET_ROMS, GameOptions, resolve_game
+from shmenv.noops import NoopDraws
+
+_NOOP = Action.NOOP
+_FIRE = Action.FIRE
 
 ResetKind = Literal["restore", "reset_game"]
 
@@ -48,6 +52,31 @@ def ale_seed_for(seed: int | None) -> int:
     return int(np.int32(ale_seed))
 
 
+def ale_seed(seed: int | None, seeding: str) -> int:
+    """ALE's ``random_seed`` for env seed ``seed``: as gymnasium sets it (``"gymnasium"``,
+    :func:`ale_seed_for`) or the seed itself, as envpool sets it (``"envpool"``)."""
+    if seeding == "envpool":
+        return int(np.int32(fresh_seed() if seed is None else seed))
+    return ale_seed_for(seed)
+
+
+def fresh_seed() -> int:
+    """A seed from fresh entropy, for an unseeded env's no-op draws."""
+    return int(np.random.SeedSequence().generate_state(1)[0])
+
+
+def noop_draws(seed: int | None, options: GameOptions) -> NoopDraws | None:
+    """The env's no-op counts (None when ``noop_max`` is 0), drawn from its seed."""
+    if options.noop_max < 1:
+        return None
+    return NoopDraws(fresh_seed() if seed is None else seed, options.noop_max)
+
+
+def has_fire(action_set: list) -> bool:
+    """Whether ALE action 1 (FIRE) is in ``action_set``, as envpool's fire reset asks."""
+    return _FIRE in action_set
+
+
 class AtariGame:
     """One Atari game with the labml design's preprocessing, writing into ``stack_out``.
 
@@ -60,7 +89,7 @@ class AtariGame:
         game: any spelling of an ALE game name (see :func:`shmenv.games.resolve_game`).
         seed: seeds ALE once, as gymnasium's ``reset(seed=...)`` does; never re-seeded.
         options: emulation and preprocessing options; defaults are the labml design's.
-        stack_out: a C-contiguous ``(stack, size, size)`` uint8 array this game owns and
+        stack_out: a C-contiguous ``options.obs_shape`` uint8 array this game owns and
             writes in place; a new one is allocated when omitted.
     """
 
@@ -85,11 +114,19 @@ class AtariGame:
 
         self.ale = ale = ALEInterface()
         ale.setFloat("repeat_action_probability", float(opts.repeat_action_probability))
-        ale.setInt("max_num_frames_per_episode", opts.max_episode_frames)
-        self._dsize = (opts.size, opts.size)
+        ale.setInt("max_num_frames_per_episode", opts.max_episode_frames or 0)
+        if not opts.gray_scale or opts.on_life_loss == "end_episode":
+            raise ValueError("AtariGame follows the labml design: gray frames and "
+                             "on_life_loss 'reset_game' or 'continue'; use "
+                             "shmenv.envpool_game.EnvpoolAtariGame for these options")
+        frame = (opts.height, opts.width)
+        self._dsize = (opts.width, opts.height)
         self._first_kept = max(opts.frame_skip - 2, 0)
-        self._small = np.zeros((2, opts.size, opts.size), dtype=np.uint8)
-        self._start_frame = np.zeros((opts.size, opts.size), dtype=np.uint8)
+        self._small = np.zeros((2, *frame), dtype=np.uint8)
+        self._start_frame = np.zeros(frame, dtype=np.uint8)
+        self._steps_cap = opts.max_episode_steps or 0
+        self._noops: NoopDraws | None = None
+        self._fire = False
         self._start_state = None
         self.episode_return = 0.0
         self.episode_length = 0
@@ -130,11 +167,13 @@ class AtariGame:
             self._start = _START_PENDING
             return
         ale = self.ale
-        ale.setInt("random_seed", ale_seed_for(seed))
+        ale.setInt("random_seed", ale_seed(seed, self.options.seeding))
         ale.loadROM(roms.get_rom_path(self.rom))
         action_set = (ale.getLegalActionSet() if self.options.full_action_space
                       else ale.getMinimalActionSet())
         self.action_set = list(action_set)
+        self._noops = noop_draws(seed, self.options)
+        self._fire = self.options.fire_reset and has_fire(self.action_set)
         height, width = ale.getScreenDims()
         self._gray = np.zeros((2, height, width), dtype=np.uint8)
         self._grab_gray = ale.getScreenGrayscale
@@ -154,6 +193,16 @@ class AtariGame:
     @property
     def lives(self) -> int:
         return self.ale.lives()
+
+    @property
+    def game_over(self) -> bool:
+        """Whether the game is really over (not a lost life, not a cap)."""
+        return self.ale.game_over(with_truncation=False)
+
+    @property
+    def elapsed_step(self) -> int:
+        """Agent steps of the episode so far."""
+        return self.episode_length
 
     def _gray_from_rgb(self, out: np.ndarray) -> None:
         """The reference's gray (OpenCV's of the RGB screen), where ALE's own differs."""
@@ -187,6 +236,28 @@ class AtariGame:
             self._start = _MOVED
             self.ale.reset_game()
             self._after_reset(self._preprocess_screen(self._small[0]))
+        if self._noops is not None or self._fire:
+            self._start_moves()
+
+    next_episode = reset  # after a lost life the labml design starts a new game too
+
+    def _start_moves(self) -> None:
+        """The random no-ops and the FIRE frame that start each episode (rewards dropped),
+        as envpool plays them; the stack is refilled with the frame they end on."""
+        ale = self.ale
+        noops = (self._noops.draw() + 1 - self._fire) if self._noops is not None else 0
+        moved = False
+        for _ in range(noops):
+            moved = True
+            ale.act(_NOOP)
+            if ale.game_over():
+                ale.reset_game()
+        if self._fire:
+            moved = True
+            ale.act(_FIRE)
+        if moved:
+            self._start = _MOVED
+            self._after_reset(self._preprocess_screen(self._small[0]))
 
     def step(self, action: int) -> tuple[float, bool, bool]:
         """Play one agent step; returns ``(reward, terminated, truncated)``.
@@ -199,7 +270,7 @@ class AtariGame:
         opts = self.options
         ale_action = self.action_set[action]
         self._start = _MOVED
-        episodic_life = opts.episodic_life
+        episodic_life = opts.on_life_loss == "reset_game"
         lives_at_reset = self._lives_at_reset
         first_kept = self._first_kept
         grab_gray = self._grab_gray
@@ -223,6 +294,8 @@ class AtariGame:
                 episodic_life and ale.lives() < lives_at_reset
             )
             return reward, terminated, not terminated
+        if self._steps_cap and self.episode_length >= self._steps_cap:
+            return reward, False, True  # the agent-step cap: done, the stack left as is
         self._push_pooled_frame()
         return reward, False, False
 

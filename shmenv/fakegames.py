@@ -46,6 +46,12 @@ class NullGame:
         self.episode_length = 0
         self.reseed(seed)
 
+    game_over = False  # episodes end, the game is never "over"
+
+    @property
+    def elapsed_step(self) -> int:
+        return self.episode_length
+
     def reseed(self, seed: int | None) -> None:
         self.seed = 0 if seed is None else int(seed)
         self.reset()
@@ -127,6 +133,12 @@ class CounterGame:
         self.episode_return = 0.0
         self.episode_length = 0
         self.reseed(seed)
+
+    game_over = False
+
+    @property
+    def elapsed_step(self) -> int:
+        return self.episode_length
 
     def reseed(self, seed: int | None) -> None:
         self.seed = seed

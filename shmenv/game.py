@@ -36,6 +36,16 @@ class Game(Protocol):
     def lives(self) -> int: ...
 
     @property
+    def game_over(self) -> bool:
+        """Whether the game is really over (not a lost life, not a cap)."""
+        ...
+
+    @property
+    def elapsed_step(self) -> int:
+        """Agent steps of the episode (of the game, when a game outlives its episodes)."""
+        ...
+
+    @property
     def episode_return(self) -> float: ...
 
     @property
@@ -46,7 +56,9 @@ class Game(Protocol):
         ...
 
     def reset(self) -> None:
-        """Start a new episode, writing its first stack into ``stack_out``."""
+        """Start a new episode, writing its first stack into ``stack_out``. A game may
+        also have ``next_episode()``, which the worker calls instead after an episode
+        ended (an Atari game whose game goes on after a lost life uses it)."""
         ...
 
     def reseed(self, seed: int | None) -> None:

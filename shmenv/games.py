@@ -11,9 +11,11 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import InitVar, asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any, Literal
+
+import numpy as np
 
 MaxPool = Literal["labml", "standard"]
 
@@ -81,6 +83,29 @@ def resolve_game(name: str) -> str:
     )
 
 
+LifeLossRule = Literal["reset_game", "end_episode", "continue"]
+Seeding = Literal["gymnasium", "envpool"]
+LIFE_LOSS_RULES: tuple[str, ...] = ("reset_game", "end_episode", "continue")
+SEEDINGS: tuple[str, ...] = ("gymnasium", "envpool")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, "
+                         f"got {value!r}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 @dataclass(frozen=True)
 class GameOptions:
     """How each game is emulated and preprocessed. Defaults are the labml design's.
@@ -88,12 +113,22 @@ class GameOptions:
     Attributes:
         frame_skip: emulator frames per agent step; the action is repeated on each.
         stack: frames in the observation stack.
-        size: side of the square gray frame (OpenCV ``INTER_AREA`` resize).
-        episodic_life: one life = one episode, followed by a full game reset (the labml
-            design's rule). Off: episodes end at game over only.
+        size: frame size after the OpenCV ``INTER_AREA`` resize: an int for a square
+            frame, or ``(height, width)``.
+        on_life_loss: what a lost life does. ``"reset_game"`` (default, the labml design):
+            the step stops at once, the episode ends and the next one is a new game.
+            ``"end_episode"`` (envpool's ``episodic_life=True``, SB3's
+            ``EpisodicLifeEnv``): the episode ends after the step's frames, the game goes
+            on; ``infos["episode"]`` then reports whole games. ``"continue"``: nothing,
+            episodes end at game over (or a cap). ``episodic_life`` is a deprecated alias:
+            ``True`` is ``"reset_game"``, ``False`` is ``"continue"``.
         repeat_action_probability: ALE sticky actions (0 = deterministic, the v4 setting).
         full_action_space: use all 18 ALE actions instead of the game's minimal set.
-        max_episode_frames: emulator frames after which an episode is truncated.
+        max_episode_frames: emulator frames after which an episode is truncated (ALE's own
+            cap); None turns it off.
+        max_episode_steps: agent steps after which an episode is truncated (None: no cap).
+            Under ``on_life_loss="end_episode"`` it counts the steps of the whole game, as
+            envpool's cap does.
         maxpool: ``"labml"`` resizes each of the last two frames and takes their pixel-wise
             max (the labml design's order); ``"standard"`` takes the max of the two raw
             frames and resizes once (the DQN / gymnasium / envpool order: cheaper, different
@@ -103,29 +138,74 @@ class GameOptions:
             ROMs where that restore is exact (all but :data:`REAL_RESET_ROMS`, and never
             with sticky actions); the game's ``reset_kind`` says which one it uses. Turn it
             off only to measure its effect.
+        noop_max: 0 (default): none. n >= 1: every reset plays a random number of NOOP
+            frames, ``U{0..n-1} + 1`` (one fewer with ``fire_reset``), drawn from the env's
+            seed exactly as envpool draws it (:mod:`shmenv.noops`).
+        fire_reset: after every reset, play one FIRE frame if the game's action set has
+            FIRE (as envpool's ``use_fire_reset``); nothing on games without it.
+        reward_clip: the returned reward is its sign (-1, 0, 1); ``infos["reward"]``
+            keeps the raw one.
+        gray_scale: False gives RGB frames, stacked as envpool stacks them:
+            ``(stack * 3, height, width)``, frame k in channels 3k..3k+2 (R, G, B).
+        seeding: how env seed s seeds ALE: ``"gymnasium"`` (default) as gymnasium's
+            ``reset(seed=s)`` does, ``"envpool"`` with s itself, as envpool does.
     """
 
     frame_skip: int = 4
     stack: int = 4
-    size: int = 84
-    episodic_life: bool = True
+    size: int | tuple[int, int] = 84
+    on_life_loss: LifeLossRule = "reset_game"
     repeat_action_probability: float = 0.0
     full_action_space: bool = False
-    max_episode_frames: int = 108_000
+    max_episode_frames: int | None = 108_000
     maxpool: MaxPool = "labml"
     fast_reset: bool = True
+    noop_max: int = 0
+    fire_reset: bool = False
+    reward_clip: bool = False
+    gray_scale: bool = True
+    max_episode_steps: int | None = None
+    seeding: Seeding = "gymnasium"
+    episodic_life: InitVar[bool | None] = None
 
-    def __post_init__(self) -> None:
-        for name in ("frame_skip", "stack", "size", "max_episode_frames"):
+    def __post_init__(self, episodic_life: bool | None) -> None:
+        if episodic_life is not None:
+            if self.on_life_loss != "reset_game":
+                raise TypeError("pass on_life_loss=... or the deprecated episodic_life=..., "
+                                "not both")
+            _check_bool("episodic_life", episodic_life)
+            warnings.warn(
+                "episodic_life is deprecated: in shmenv it meant on_life_loss='reset_game' "
+                "(True) or 'continue' (False), while envpool's and gymnasium's options of "
+                "that name mean something else; pass on_life_loss=... instead",
+                DeprecationWarning, stacklevel=3)
+            object.__setattr__(self, "on_life_loss",
+                               "reset_game" if episodic_life else "continue")
+        for name in ("frame_skip", "stack"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("noop_max", self.noop_max, 0)
+        for name in ("max_episode_frames", "max_episode_steps"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            if value is not None:
+                _check_int(name, value, 1)
+        if isinstance(self.size, (tuple, list)):
+            if len(self.size) != 2:
+                raise ValueError(f"size must be an int or (height, width), got {self.size!r}")
+            for side in self.size:
+                _check_int("size", side, 1)
+            object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
+        else:
+            _check_int("size", self.size, 1)
+        _check_choice("on_life_loss", self.on_life_loss, LIFE_LOSS_RULES)
+        _check_choice("seeding", self.seeding, SEEDINGS)
+        for name in ("fire_reset", "reward_clip", "gray_scale", "full_action_space",
+                     "fast_reset"):
+            _check_bool(name, getattr(self, name))
         if self.maxpool == "seed":
             warnings.warn('maxpool="seed" is deprecated; it is now called maxpool="labml"',
                           DeprecationWarning, stacklevel=3)
             object.__setattr__(self, "maxpool", "labml")
-        if self.maxpool not in ("labml", "standard"):
-            raise ValueError(f"maxpool must be 'labml' or 'standard', got {self.maxpool!r}")
+        _check_choice("maxpool", self.maxpool, ("labml", "standard"))
         if not 0.0 <= float(self.repeat_action_probability) <= 1.0:
             raise ValueError(
                 "repeat_action_probability must lie in [0, 1], "
@@ -138,7 +218,7 @@ class GameOptions:
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> GameOptions:
         """Build options from keyword arguments, naming any that do not exist."""
-        valid = {f.name for f in fields(cls)}
+        valid = {f.name for f in fields(cls)} | {"episodic_life"}
         unknown = sorted(set(options) - valid)
         if unknown:
             raise TypeError(
@@ -150,5 +230,26 @@ class GameOptions:
         return asdict(self)
 
     @property
+    def height(self) -> int:
+        return self.size if isinstance(self.size, int) else self.size[0]
+
+    @property
+    def width(self) -> int:
+        return self.size if isinstance(self.size, int) else self.size[1]
+
+    @property
+    def channels(self) -> int:
+        """Channels per stacked frame: 1 gray, 3 RGB."""
+        return 1 if self.gray_scale else 3
+
+    @property
     def obs_shape(self) -> tuple[int, int, int]:
-        return (self.stack, self.size, self.size)
+        return (self.stack * self.channels, self.height, self.width)
+
+    @property
+    def envpool_rules(self) -> bool:
+        """Whether a game needs envpool's step rules (:mod:`shmenv.envpool_game`): the
+        labml design's rules know neither a game that goes on after an ended episode nor
+        RGB frames."""
+        return self.on_life_loss == "end_episode" or not self.gray_scale
+

@@ -33,9 +33,16 @@ class StepOutputs:
         self._env_ids = np.arange(num_envs)
         # Column views of the records, made once: results() copies them.
         self._columns = {name: self.replies[name] for name in REPLY_DTYPE.names or ()}
-        for flag in ("terminated", "truncated", "done"):
+        for flag in ("terminated", "truncated", "done", "game_over", "episode_end"):
             self._columns[flag] = self._columns[flag].view(bool)
+        # The info masks are all True every step: one read-only array serves them all.
         self._all_true = np.ones(num_envs, dtype=bool)
+        self._all_true.flags.writeable = False
+        # Observations handed out as views of the block are read-only, so a write meant
+        # for a copy (an in-place normalisation) raises instead of corrupting the env's
+        # next stacks. Made once; slicing keeps the flag.
+        self._obs = block.obs.view()
+        self._obs.flags.writeable = False
         self._all_none = np.full(num_envs, None, dtype=object)
         self._gathered_obs: np.ndarray | None = None  # reused by recv() of scattered envs
 
@@ -54,13 +61,20 @@ class StepOutputs:
         truncations = columns["truncated"].copy()
         dones = columns["done"].copy()
         count = len(rewards)
-        infos: dict[str, Any] = {"lives": columns["lives"].copy(),
-                                 "_lives": self._all_true[:count].copy()}
+        every = self._all_true[:count]
+        infos: dict[str, Any] = {"lives": columns["lives"].copy(), "_lives": every,
+                                 "reward": columns["raw_reward"].copy(), "_reward": every,
+                                 "terminated": columns["game_over"].copy(),
+                                 "_terminated": every,
+                                 "elapsed_step": columns["elapsed_step"].copy(),
+                                 "_elapsed_step": every}
         if np.count_nonzero(dones):
-            infos["episode"] = {"r": columns["episode_return"].copy(),
-                                "l": columns["episode_length"].copy(),
-                                "t": columns["episode_time"].copy()}
-            infos["_episode"] = dones
+            episode_end = columns["episode_end"]
+            if np.count_nonzero(episode_end):
+                infos["episode"] = {"r": columns["episode_return"].copy(),
+                                    "l": columns["episode_length"].copy(),
+                                    "t": columns["episode_time"].copy()}
+                infos["_episode"] = episode_end.copy()
             if self._same_step:
                 final_obs = self._all_none[:count].copy()
                 batch_ids = self._env_ids if envs is None else self._env_ids[envs]
@@ -73,7 +87,7 @@ class StepOutputs:
 
     def obs_for(self, envs: slice | np.ndarray | None) -> np.ndarray:
         """The observations of ``envs``: a view for a range, one gather for a list."""
-        obs = self._block.obs
+        obs = self._obs
         if envs is None:
             return obs.copy() if self._copy else obs
         if isinstance(envs, slice):

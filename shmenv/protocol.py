@@ -44,30 +44,37 @@ OP_CLOSE = int(Op.CLOSE)
 OP_SYNC = int(Op.SYNC)
 RELAY = 0x100  # flag on OP_STEP: the command holds the actions of this worker's whole subtree
 
-_RECORD = struct.Struct("<dddiiBBBx")
+_RECORD = struct.Struct("<dddiifiBBBBBxxx")
 REPLY_DTYPE = np.dtype(
     {
         "names": ["reward", "episode_return", "episode_time", "episode_length", "lives",
-                  "terminated", "truncated", "done"],
-        "formats": ["<f8", "<f8", "<f8", "<i4", "<i4", "u1", "u1", "u1"],
-        "offsets": [0, 8, 16, 24, 28, 32, 33, 34],
+                  "raw_reward", "elapsed_step", "terminated", "truncated", "done",
+                  "game_over", "episode_end"],
+        "formats": ["<f8", "<f8", "<f8", "<i4", "<i4", "<f4", "<i4", "u1", "u1", "u1", "u1",
+                    "u1"],
+        "offsets": [0, 8, 16, 24, 28, 32, 36, 40, 41, 42, 43, 44],
         "itemsize": _RECORD.size,
     }
 )
-"""One env's reply (36 bytes: one pad byte keeps every record's int32 fields 4-aligned).
-``done`` is ``terminated or truncated``, sent so that the main process copies one more
-column instead of running a ufunc on two. ``episode_return``, ``episode_time`` (wall
-seconds since the episode's reset, rounded to µs as gymnasium's RecordEpisodeStatistics
-rounds it) and ``episode_length`` are 0 unless the episode ended this step, so the main
-process can hand the columns out as they are, without per-env work."""
-assert _RECORD.size == 36
+"""One env's reply (48 bytes, a multiple of 8 so that every record's float64 fields are
+aligned). ``reward`` is what the step returns (clipped under ``reward_clip``),
+``raw_reward`` the sum of the frames' rewards; ``lives``, ``elapsed_step`` and
+``game_over`` (a real game over) describe the step that just ended, also when the env was
+reset right after it. ``done`` is ``terminated or truncated``, sent so that the main
+process copies one more column instead of running a ufunc on two. ``episode_end`` marks the
+records that carry episode statistics: every done, except a lost life whose game goes on
+(``on_life_loss="end_episode"``), which is not the end of a game. ``episode_return``,
+``episode_time`` (wall seconds since the episode's reset, rounded to µs as gymnasium's
+RecordEpisodeStatistics rounds it) and ``episode_length`` are 0 unless ``episode_end``, so
+the main process can hand the columns out as they are, without per-env work."""
+assert _RECORD.size == 48
 
 
 class ReplyWriter:
     """Packs reply records into a worker's reply buffer, by field name.
 
-    Two kinds of record: :meth:`ongoing` (the episode goes on, or just reset: only reward
-    and lives) and :meth:`ended` (the episode ended this step, with its statistics). Both
+    Two kinds of record: :meth:`ongoing` (the episode goes on, or just reset: no episode
+    statistics) and :meth:`ended` (the episode ended this step, with its statistics). Both
     are one ``struct.pack_into`` call, as cheap as packing positionally.
     """
 
@@ -78,15 +85,21 @@ class ReplyWriter:
         self._pack = _RECORD.pack_into
         self._size = _RECORD.size
 
-    def ongoing(self, j: int, *, reward: float, lives: int) -> None:
+    def ongoing(self, j: int, *, reward: float, raw_reward: float, lives: int,
+                elapsed_step: int, game_over: bool) -> None:
         """Record ``j``: an episode that did not end this step."""
-        self._pack(self._buffer, j * self._size, reward, 0.0, 0.0, 0, lives, 0, 0, 0)
+        self._pack(self._buffer, j * self._size, reward, 0.0, 0.0, 0, lives, raw_reward,
+                   elapsed_step, 0, 0, 0, game_over, 0)
 
-    def ended(self, j: int, *, reward: float, lives: int, terminated: bool, truncated: bool,
-              episode_return: float, episode_time: float, episode_length: int) -> None:
-        """Record ``j``: the episode ended this step (``done`` is set)."""
+    def ended(self, j: int, *, reward: float, raw_reward: float, lives: int,
+              elapsed_step: int, game_over: bool, terminated: bool, truncated: bool,
+              episode_end: bool, episode_return: float, episode_time: float,
+              episode_length: int) -> None:
+        """Record ``j``: the episode ended this step (``done`` is set); the statistics
+        count only with ``episode_end``."""
         self._pack(self._buffer, j * self._size, reward, episode_return, episode_time,
-                   episode_length, lives, terminated, truncated, 1)
+                   episode_length, lives, raw_reward, elapsed_step, terminated, truncated, 1,
+                   game_over, episode_end)
 
 
 ERROR_MAGIC = b"\x00shmenv-worker-error\x00"

@@ -55,9 +55,18 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
     place. Copy it (or pass ``copy=True``) to keep it longer. Rewards, flags and infos are
     always fresh arrays.
 
-    Infos: ``"lives"`` every step; when an episode ends, ``"episode"`` with ``"r"``,
-    ``"l"``, ``"t"`` and the ``"_episode"`` mask, exactly as gymnasium's
-    ``RecordEpisodeStatistics`` reports them; under ``SAME_STEP`` autoreset also
+    The obs view is read-only: writing to it raises numpy's ``ValueError`` (assignment
+    destination is read-only) instead of corrupting the env's next stacks.
+
+    Infos every step (with their ``_key`` masks): ``"lives"``, ``"reward"`` (the raw reward,
+    before ``reward_clip``), ``"terminated"`` (a real game over: not a lost life, not a cap)
+    and ``"elapsed_step"`` (agent steps of the episode, or of the game under
+    ``on_life_loss="end_episode"``); at a done step under ``SAME_STEP`` they describe the
+    step that ended, not the reset that followed it. When an episode ends, ``"episode"``
+    with ``"r"``, ``"l"``, ``"t"`` and the ``"_episode"`` mask, exactly as gymnasium's
+    ``RecordEpisodeStatistics`` reports them (under ``on_life_loss="end_episode"`` only
+    when the game ends: ``"r"`` is the game's raw score, ``"l"`` its agent steps); under
+    ``SAME_STEP`` autoreset also
     ``"final_obs"`` (an object array holding the ended episode's last stack for each env
     that finished, None elsewhere) and ``"_final_obs"``.
 
@@ -252,9 +261,8 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
                 self._pool.send_object(index, seeds[start:stop])
             self._seeds = seeds
         self._pool.read_from_all(self._reply_views)
-        obs = self._block.obs.copy() if self.copy else self._block.obs
-        return obs, {"lives": self._replies["lives"].copy(),
-                     "_lives": np.ones(self.num_envs, dtype=bool)}
+        obs, _rewards, _terminations, _truncations, infos = self._outputs.results()
+        return obs, infos
 
     # ----------------------------------------------------------------- async batches
     def send(self, actions: Any, env_ids: Any = None) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from shmenv.affinity import pin_current_process
 from shmenv.atari import AtariGame  # imported here so that forked workers inherit it loaded
 from shmenv.block import BlockLayout, SharedBlock
+from shmenv.envpool_game import EnvpoolAtariGame  # the same
 from shmenv.game import Game, GameFactory
 from shmenv.games import GameOptions
 from shmenv.protocol import (
@@ -98,7 +99,8 @@ def run_worker(conn: Connection, spec: WorkerSpec, fds_to_close: tuple[int, ...]
     try:
         try:
             pin_current_process(spec.cpu)
-            make_game: GameFactory = spec.game_factory or AtariGame
+            make_game: GameFactory = spec.game_factory or (
+                EnvpoolAtariGame if spec.options.envpool_rules else AtariGame)
             block = SharedBlock.attach(spec.block_name, spec.layout)
             games: list[Game] = []
             for env, seed in zip(range(spec.env_start, spec.env_stop), spec.seeds):
@@ -220,10 +222,17 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
     final_obs = block.final_obs[spec.env_start:spec.env_stop]
     needs_reset = [False] * num_envs
     episode_started = [perf_counter()] * num_envs  # wall time of each episode's reset
+    restart_clock = [False] * num_envs  # NEXT_STEP: the pending reset starts a new episode
     same_step = spec.same_step_autoreset
     write_final = spec.write_final_obs
     writer = ReplyWriter(replies)
     ongoing, ended = writer.ongoing, writer.ended
+    # The reset after a done: a game that has one tells a new game from a lost life whose
+    # game goes on (on_life_loss="end_episode"); for the others it is a plain reset.
+    next_episode = [getattr(game, "next_episode", game.reset) for game in games]
+    # A done ends the episode's statistics unless the game goes on after a lost life.
+    games_go_on = spec.options.on_life_loss == "end_episode"
+    clip = spec.options.reward_clip
     # Spin-then-sleep wait for the next command. A sleeping worker on an idle core (above
     # all in a VM) takes tens to hundreds of µs to wake, on every step's critical path. So
     # after replying, poll for up to `spin_window` (at most spec.spin_us and 10% of the step
@@ -260,27 +269,44 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
                 for j, game in enumerate(games):
                     if needs_reset[j]:  # NEXT_STEP autoreset: this step only resets
                         needs_reset[j] = False
-                        game.reset()
-                        episode_started[j] = perf_counter()
-                        ongoing(j, reward=0.0, lives=game.lives)
+                        next_episode[j]()
+                        if restart_clock[j]:
+                            episode_started[j] = perf_counter()
+                        ongoing(j, reward=0.0, raw_reward=0.0, lives=game.lives,
+                                elapsed_step=game.elapsed_step, game_over=game.game_over)
                         continue
                     reward, terminated, truncated = game.step(int(actions[j]))
+                    raw = reward
+                    if clip:
+                        reward = float((reward > 0.0) - (reward < 0.0))
                     if not (terminated or truncated):
-                        ongoing(j, reward=reward, lives=game.lives)
+                        ongoing(j, reward=reward, raw_reward=raw, lives=game.lives,
+                                elapsed_step=game.elapsed_step, game_over=False)
                         continue
                     ended_at = perf_counter()
-                    episode_time = round(ended_at - episode_started[j], 6)
-                    episode_return, episode_length = game.episode_return, game.episode_length
+                    # Read before the reset: infos describe the step that ended.
+                    lives, elapsed, over = game.lives, game.elapsed_step, game.game_over
+                    episode_end = not games_go_on or truncated or over
+                    if episode_end:
+                        episode_time = round(ended_at - episode_started[j], 6)
+                        episode_return = game.episode_return
+                        episode_length = game.episode_length
+                    else:
+                        episode_time = episode_return = 0.0
+                        episode_length = 0
                     if same_step:
                         if write_final:
                             game.write_final_stack(final_obs[j])
-                        game.reset()
-                        episode_started[j] = ended_at
+                        next_episode[j]()
+                        if episode_end:
+                            episode_started[j] = ended_at
                     else:
                         game.write_final_stack(game.stack)
                         needs_reset[j] = True
-                    ended(j, reward=reward, lives=game.lives, terminated=terminated,
-                          truncated=truncated, episode_return=episode_return,
+                        restart_clock[j] = episode_end
+                    ended(j, reward=reward, raw_reward=raw, lives=lives, elapsed_step=elapsed,
+                          game_over=over, terminated=terminated, truncated=truncated,
+                          episode_end=episode_end, episode_return=episode_return,
                           episode_time=episode_time, episode_length=episode_length)
             elif opcode in (OP_RESET, OP_RESEED):
                 seeds = None
@@ -296,7 +322,8 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
                     game.reset()
                     needs_reset[j] = False
                     episode_started[j] = perf_counter()
-                    ongoing(j, reward=0.0, lives=game.lives)
+                    ongoing(j, reward=0.0, raw_reward=0.0, lives=game.lives,
+                            elapsed_step=game.elapsed_step, game_over=game.game_over)
             elif opcode == OP_CLOSE:
                 return
             else:

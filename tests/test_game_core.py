@@ -135,7 +135,7 @@ def test_standard_and_labml_maxpool_give_different_pixels():
 
 
 def test_episodic_life_off_ends_episodes_at_game_over_only():
-    game = AtariGame("Breakout", 4, GameOptions(episodic_life=False))
+    game = AtariGame("Breakout", 4, GameOptions(on_life_loss="continue"))
     lives_seen = {game.lives}
     for action in action_stream(4, 3000, 1, 4)[:, 0]:
         _, terminated, truncated = game.step(int(action))

@@ -69,8 +69,11 @@ def test_episode_statistics_follow_record_episode_statistics(env):
             np.testing.assert_array_equal(episode["r"], np.where(dones, returns, 0.0))
             np.testing.assert_array_equal(episode["l"], np.where(dones, lengths, 0))
             assert (episode["t"][dones] > 0).all() and (episode["t"][~dones] == 0).all()
-            # One life is one episode (the seed's rule): a done loses a life, then resets.
-            assert (infos["lives"][dones] == 5).all()
+            # One life is one episode (the labml rule): a done loses a life, then resets;
+            # infos describe the step that ended (4 lives left), not the new game.
+            assert (infos["lives"][dones] == 4).all()
+            assert not infos["terminated"][dones].any()  # a lost life, not a game over
+            np.testing.assert_array_equal(infos["elapsed_step"][dones], lengths[dones])
             # SAME_STEP: the obs is the new episode's first stack...
             for i in np.flatnonzero(dones):
                 assert (obs[i] == obs[i][0]).all()
