@@ -33,6 +33,13 @@ SECTIONS: list[tuple[str, list[tuple[str, str, tuple[str, ...]]]]] = [
         ("shmenv", "known_games", ()),
         ("shmenv", "UnknownGameError", ()),
     ]),
+    ("envpool's API: `from shmenv import envpool`", [
+        ("shmenv", "envpool", ()),
+        ("shmenv.envpool", "make", ()),
+        ("shmenv.envpool", "make_gymnasium", ()),
+        ("shmenv.envpool", "make_gym", ()),
+        ("shmenv.envpool", "EnvPool", ("reset", "step", "send", "recv", "async_reset")),
+    ]),
     ("Errors", [
         ("shmenv", "ShmenvError", ()),
         ("shmenv", "ClosedError", ()),

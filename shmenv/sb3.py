@@ -93,13 +93,18 @@ class ShmSB3VecEnv(VecEnv):
         lives = info["lives"]
         infos: list[dict[str, Any]] = [{"lives": int(lives[i])} for i in range(self.num_envs)]
         if dones.any():
-            episode = info["episode"]
+            # Under on_life_loss="end_episode" a lost life ends an episode but not the game:
+            # only the end of a game carries "episode" (as SB3's Monitor under AtariWrapper).
+            episode = info.get("episode")
+            ended = info.get("_episode")
             final_obs = info["final_obs"]
             for i in np.flatnonzero(dones):
                 infos[i]["terminal_observation"] = final_obs[i]
                 infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-                infos[i]["episode"] = {"r": float(episode["r"][i]), "l": int(episode["l"][i]),
-                                       "t": float(episode["t"][i])}
+                if episode is not None and ended[i]:
+                    infos[i]["episode"] = {"r": float(episode["r"][i]),
+                                           "l": int(episode["l"][i]),
+                                           "t": float(episode["t"][i])}
         return (np.array(obs, copy=True), rewards.astype(np.float32), dones, infos)
 
     def close(self) -> None:

@@ -60,11 +60,12 @@ def _play_timed(game: Any, actions: np.ndarray, seconds: dict[str, float],
     labml = opts.maxpool != "standard"
     height, width = ale.getScreenDims()
     gray = np.zeros((2, height, width), np.uint8)
-    small = np.zeros((2, opts.size, opts.size), np.uint8)
-    dsize = (opts.size, opts.size)
+    small = np.zeros((2, opts.height, opts.width), np.uint8)
+    dsize = (opts.width, opts.height)
+    episodic_life = opts.on_life_loss == "reset_game"
     first_kept = max(opts.frame_skip - 2, 0)
     one_kept = first_kept == opts.frame_skip - 1
-    lives_at_reset = game.lives  # between steps, with episodic_life, lives never dropped
+    lives_at_reset = game.lives  # between steps, with the labml life rule, lives never dropped
     resets = 0
     for action in actions:
         ale_action = game.action_set[int(action)]
@@ -86,7 +87,7 @@ def _play_timed(game: Any, actions: np.ndarray, seconds: dict[str, float],
                     seconds[RESIZE] += clock() - t
                     calls[RESIZE] += 1
             t = clock()
-            done = ale.game_over() or (opts.episodic_life and ale.lives() < lives_at_reset)
+            done = ale.game_over() or (episodic_life and ale.lives() < lives_at_reset)
             seconds[CHECKS] += clock() - t
             calls[CHECKS] += 1
             if done:
