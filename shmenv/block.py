@@ -100,6 +100,10 @@ class SharedBlock:
         self.obs = whole[layout.obs_offset:layout.obs_offset + size].reshape(shape)
         self.final_obs = whole[layout.final_obs_offset:
                                layout.final_obs_offset + size].reshape(shape)
+        # What the main process hands out: a write meant for a copy (an in-place
+        # normalisation) raises instead of corrupting the env's next stacks.
+        self.obs_readonly = self.obs.view()
+        self.obs_readonly.flags.writeable = False
         self._unmap = weakref.finalize(whole, shm.close)
         self._unmap.atexit = False  # at exit the OS unmaps; a live view must not be cut
 
@@ -184,4 +188,4 @@ class SharedBlock:
         if self._closed:
             return
         self._closed = True
-        self.obs = self.final_obs = None  # type: ignore[assignment]
+        self.obs = self.final_obs = self.obs_readonly = None  # type: ignore[assignment]

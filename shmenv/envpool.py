@@ -48,27 +48,31 @@ FIXED: dict[str, Any] = {"max_num_players": 1, "mode": -1, "difficulty": -1,
 _TASK = re.compile(r"^([A-Za-z0-9]+)-v5$")
 
 
-def make(task_id: str, env_type: str = "gymnasium", **kwargs: Any) -> EnvPool:
+def make(task_id: str, env_type: str = "gymnasium", *, copy: bool = True,
+         **kwargs: Any) -> EnvPool:
     """An envpool-style pool of ``task_id`` games (``"Breakout-v5"``).
 
     ``env_type``: ``"gymnasium"`` (envpool 1.2's API) or ``"gym"`` (envpool 0.8's gym API,
     as CleanRL uses it). ``kwargs``: envpool's Atari options (see :data:`DEFAULTS`).
+    ``copy`` (shmenv's own): True (default) returns fresh observation arrays as envpool
+    does; False returns read-only views of the shared block, valid until the next call
+    (no copy, for loops that copy them anyway, e.g. into a torch tensor).
     Raises TypeError for an unknown option, ValueError for a value shmenv cannot honour.
     """
     if env_type not in ENV_TYPES:
         raise ValueError(f"env_type must be one of {', '.join(map(repr, ENV_TYPES))} "
                          f"(shmenv.envpool has no {env_type!r} API), got {env_type!r}")
-    return EnvPool(task_id, env_type, kwargs)
+    return EnvPool(task_id, env_type, kwargs, copy=copy)
 
 
-def make_gymnasium(task_id: str, **kwargs: Any) -> EnvPool:
+def make_gymnasium(task_id: str, *, copy: bool = True, **kwargs: Any) -> EnvPool:
     """``make(task_id, env_type="gymnasium", **kwargs)``."""
-    return make(task_id, "gymnasium", **kwargs)
+    return make(task_id, "gymnasium", copy=copy, **kwargs)
 
 
-def make_gym(task_id: str, **kwargs: Any) -> EnvPool:
+def make_gym(task_id: str, *, copy: bool = True, **kwargs: Any) -> EnvPool:
     """``make(task_id, env_type="gym", **kwargs)``: envpool 0.8's gym API."""
-    return make(task_id, "gym", **kwargs)
+    return make(task_id, "gym", copy=copy, **kwargs)
 
 
 def _game_of(task_id: str) -> str:
@@ -145,15 +149,16 @@ def _old_gym_api(env_type: str) -> bool:
 class EnvPool(VectorEnv):
     """A pool of Atari games with envpool's API (see the module docstring).
 
-    Observations are read-only views of shmenv's shared block, valid until the next
-    ``step``/``recv``/``reset`` (envpool returns fresh arrays: copy one to keep it).
+    Observations are fresh arrays, as envpool's (``copy=False`` at make: read-only views of
+    shmenv's shared block, valid until the next ``step``/``recv``/``reset``).
     Differences from envpool: a partial ``reset(env_id)`` or a synchronous step of some of
     the envs raises (shmenv steps all envs at once; use ``batch_size`` for async batches);
     out-of-range or float actions raise instead of being read as something else; no
     ``info["ram"]``; ``reset(seed=...)`` warns and is ignored, as in envpool 1.2.
     """
 
-    def __init__(self, task_id: str, env_type: str, kwargs: dict[str, Any]) -> None:
+    def __init__(self, task_id: str, env_type: str, kwargs: dict[str, Any],
+                 copy: bool = True) -> None:
         config = _config(task_id, kwargs)
         self.config = config
         self.spec = _Spec(namedtuple("Config", sorted(config))(**config))  # type: ignore[misc]
@@ -164,7 +169,7 @@ class EnvPool(VectorEnv):
         self._env = ShmVectorEnv(
             config["task"], num_envs, seed=config["seed"], num_workers=num_workers,
             batch_size=batch_size, cpu_affinity=_cpus(config["thread_affinity_offset"]),
-            autoreset_mode=AutoresetMode.NEXT_STEP, game_factory=EnvpoolAtariGame,
+            autoreset_mode=AutoresetMode.NEXT_STEP, game_factory=EnvpoolAtariGame, copy=copy,
             frame_skip=config["frame_skip"], stack=config["stack_num"],
             size=(config["img_height"], config["img_width"]),
             gray_scale=config["gray_scale"], noop_max=config["noop_max"],

@@ -38,11 +38,6 @@ class StepOutputs:
         # The info masks are all True every step: one read-only array serves them all.
         self._all_true = np.ones(num_envs, dtype=bool)
         self._all_true.flags.writeable = False
-        # Observations handed out as views of the block are read-only, so a write meant
-        # for a copy (an in-place normalisation) raises instead of corrupting the env's
-        # next stacks. Made once; slicing keeps the flag.
-        self._obs = block.obs.view()
-        self._obs.flags.writeable = False
         self._all_none = np.full(num_envs, None, dtype=object)
         self._gathered_obs: np.ndarray | None = None  # reused by recv() of scattered envs
 
@@ -87,7 +82,7 @@ class StepOutputs:
 
     def obs_for(self, envs: slice | np.ndarray | None) -> np.ndarray:
         """The observations of ``envs``: a view for a range, one gather for a list."""
-        obs = self._obs
+        obs = self._block.obs_readonly  # read-only views (see SharedBlock)
         if envs is None:
             return obs.copy() if self._copy else obs
         if isinstance(envs, slice):

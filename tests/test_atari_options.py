@@ -188,6 +188,7 @@ def test_envpool_gym_api_is_envpool_08s(monkeypatch):
         assert env.action_space.n == 6 and env.observation_space.shape == (4, 84, 84)
         obs = env.reset()
         assert obs.shape == (2, 4, 84, 84)
+        obs[0, 0] = 0  # fresh arrays, as envpool's
         obs, rewards, dones, info = env.step(np.zeros(2, dtype=np.int64))
         assert rewards.dtype == np.float32 and dones.dtype == np.bool_
         assert set(info) >= {"env_id", "players", "lives", "reward", "terminated",
@@ -196,3 +197,31 @@ def test_envpool_gym_api_is_envpool_08s(monkeypatch):
         assert env.config["noop_max"] == 30 and env.spec.config.episodic_life
     finally:
         env.close()
+    with shm_envpool.make_gymnasium("Pong-v5", num_envs=2, copy=False) as env:
+        obs, _ = env.reset()
+        with pytest.raises(ValueError, match="read-only"):
+            obs[0, 0] = 0
+
+
+def test_sb3_adapter_reports_whole_games_under_end_episode():
+    pytest.importorskip("torch")
+    pytest.importorskip("stable_baselines3")
+    from shmenv.sb3 import make_vec_env
+
+    env = make_vec_env("Breakout", 2, seed=4, on_life_loss="end_episode")
+    try:
+        env.reset()
+        life_losses = games = 0
+        for actions in np.random.default_rng(3).integers(0, 4, (1500, 2)):
+            env.step_async(actions)
+            _, _, dones, infos = env.step_wait()
+            for i in np.flatnonzero(dones):
+                if "episode" in infos[i]:
+                    games += 1
+                    assert infos[i]["lives"] == 0  # the game ended: every life lost
+                else:
+                    life_losses += 1
+                    assert infos[i]["lives"] > 0 and "terminal_observation" in infos[i]
+    finally:
+        env.close()
+    assert games >= 1 and life_losses >= 4
