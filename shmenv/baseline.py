@@ -55,8 +55,8 @@ class Game:
             obs, r, terminated, truncated, _info = self.env.step(action)
             if i >= 2:
                 self.obs_2_max[i % 2] = self._process_obs(obs)
-            reward += r
-            lives = self.env.unwrapped.ale.lives()
+            reward += float(r)
+            lives = self.env.unwrapped.ale.lives()  # type: ignore[attr-defined]
             if lives < self.lives or terminated or truncated:
                 done = True
                 break
@@ -82,7 +82,7 @@ class Game:
         for i in range(4):
             self.obs_4[i] = obs
         self.rewards = []
-        self.lives = self.env.unwrapped.ale.lives()
+        self.lives = self.env.unwrapped.ale.lives()  # type: ignore[attr-defined]
         return self.obs_4
 
     @staticmethod

@@ -122,7 +122,7 @@ class SharedBlock:
         try:
             # tmpfs allocates pages lazily; a write to a page it cannot back is a SIGBUS.
             # Reserving every page now turns that into ENOSPC here.
-            os.posix_fallocate(shm._fd, 0, needed)
+            os.posix_fallocate(shm._fd, 0, needed)  # type: ignore[attr-defined]
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV):
                 shm.close()
@@ -140,7 +140,7 @@ class SharedBlock:
         that exactly one unregister (by whoever unlinks it) can ever match it.
         """
         try:  # Python >= 3.13
-            shm = shared_memory.SharedMemory(name=name, track=False)
+            shm = shared_memory.SharedMemory(name=name, track=False)  # type: ignore[call-arg]
         except TypeError:
             register = resource_tracker.register
             resource_tracker.register = lambda *args, **kwargs: None

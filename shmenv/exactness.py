@@ -31,6 +31,9 @@ from gymnasium.vector import AutoresetMode
 Step = tuple[bytes, float | None, bool | None, dict | None]
 """(stack digest, reward, done, info); the first step of a trace is the reset (None, ...)."""
 
+Actions = Sequence[int] | np.ndarray
+"""One env's actions, in order."""
+
 PATHS = ("game", "dropin", "vector-same", "vector-next")
 
 
@@ -57,7 +60,7 @@ def actions_for(seed: int, steps: int, num_actions: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, num_actions, size=steps)
 
 
-def reference_trace(game: str, seed: int, actions: Sequence[int],
+def reference_trace(game: str, seed: int, actions: Actions,
                     game_class: type | None = None) -> list[Step]:
     """The reference's (or a stand-in ``game_class``'s) trace for ``actions``."""
     from shmenv.baseline import Game
@@ -79,7 +82,7 @@ def _check_integral(stack: np.ndarray) -> None:
         raise AssertionError("the reference's stack is not (4, 84, 84) whole numbers 0..255")
 
 
-def game_trace(game: str, seed: int, actions: Sequence[int],
+def game_trace(game: str, seed: int, actions: Actions,
                make_game: Callable[..., Any] | None = None) -> list[Step]:
     """An in-process AtariGame (or ``make_game(game, seed)``), driven as the drop-in worker
     drives it."""
@@ -100,7 +103,7 @@ def game_trace(game: str, seed: int, actions: Sequence[int],
 
 
 def dropin_traces(game: str, seeds: Sequence[int],
-                  actions: Sequence[Sequence[int]]) -> list[list[Step]]:
+                  actions: Sequence[Actions]) -> list[list[Step]]:
     """``shmenv.Worker(seed, game=game)`` per seed, driven by the labml trainer's loop."""
     import shmenv
 
@@ -125,7 +128,7 @@ def dropin_traces(game: str, seeds: Sequence[int],
     return traces
 
 
-def vector_traces(game: str, seeds: Sequence[int], actions: Sequence[Sequence[int]],
+def vector_traces(game: str, seeds: Sequence[int], actions: Sequence[Actions],
                   next_step: bool) -> list[list[Step]]:
     """``shmenv.make(game, len(seeds), seed=seeds[0])``; env i has seed ``seeds[0] + i``.
 
@@ -153,9 +156,9 @@ def vector_traces(game: str, seeds: Sequence[int], actions: Sequence[Sequence[in
                 batch[i] = 0 if pending[i] is not None or used[i] >= steps else actions[i][used[i]]
             obs, rewards, terms, truncs, infos = env.step(batch)
             for i in range(n):
-                if pending[i] is not None:  # this step only reset env i
-                    _, reward, done, info = pending[i]
-                    traces[i].append((digest(obs[i]), reward, done, info))
+                waiting = pending[i]
+                if waiting is not None:  # this step only reset env i
+                    traces[i].append((digest(obs[i]), *waiting[1:]))
                     pending[i] = None
                     continue
                 if used[i] >= steps:
@@ -173,9 +176,9 @@ def vector_traces(game: str, seeds: Sequence[int], actions: Sequence[Sequence[in
                     traces[i].append(step)
         if any(p is not None for p in pending):  # a done on the last action: reset stack due
             obs, *_ = env.step(np.zeros(n, dtype=np.int64))
-            for i, step in enumerate(pending):
-                if step is not None:
-                    traces[i].append((digest(obs[i]), *step[1:]))
+            for i, due in enumerate(pending):
+                if due is not None:
+                    traces[i].append((digest(obs[i]), *due[1:]))
     return traces
 
 

@@ -243,7 +243,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
                 f"Ray for {self.cpus_per_actor:g} CPUs; the cluster has {total:g} CPUs, "
                 f"{free:g} free. Add nodes, or lower workers_per_actor / cpus_per_actor."
             )
-        num_actions = None
+        num_actions = 0
         for index, ref in enumerate(refs):
             try:
                 description = ray.get(ref)
@@ -256,7 +256,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
             info.pid, info.node_ip = description["pid"], description["node_ip"]
             info.worker_pids = tuple(description["worker_pids"])
             info.seeds = tuple(description["seeds"])
-            num_actions = description["num_actions"]
+            num_actions = int(description["num_actions"])
         return num_actions
 
     # ----------------------------------------------------------------- helpers
@@ -375,8 +375,9 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
         refs = [actor.step.remote(actions[info.env_start:info.env_stop])
                 for actor, info in zip(self._actors, self.actor_infos)]
         results = self._get_results(refs, list(range(self.num_actors)))
-        obs, *rest = self._assemble(results, list(range(self.num_actors)), self._obs)
-        return (obs.copy() if self.copy else obs, *rest)
+        obs, rewards, terminations, truncations, infos = self._assemble(
+            results, list(range(self.num_actors)), self._obs)
+        return (obs.copy() if self.copy else obs), rewards, terminations, truncations, infos
 
     # ----------------------------------------------------------------- async API
     def send(self, actions: Any, env_ids: Any = None) -> None:

@@ -182,3 +182,32 @@ def test_worker_unknown_command_and_fresh_arrays(no_leaked_segments):
     assert worker.process.exitcode == 0
     with pytest.raises(shmenv.ClosedError):
         worker.child.send(("reset", None))
+
+
+def test_sticky_actions_drive_the_emulator_as_gymnasium_does():
+    """No reference exists for sticky actions: "exact" there means ALE runs as gymnasium's
+    NoFrameskip-v4 env with the same option and seed, resets included (real ones: the sticky
+    draws come from ALE's random generator)."""
+    game = AtariGame("Seaquest", 3, GameOptions(repeat_action_probability=0.25,
+                                                episodic_life=False))
+    assert game.reset_kind == "reset_game"
+    env = gym.make("SeaquestNoFrameskip-v4", repeat_action_probability=0.25)
+    env.reset(seed=3)
+    ale = env.unwrapped.ale
+    resets = 0
+    for step, action in enumerate(action_stream(3, 1200, 1, game.num_actions)[:, 0]):
+        reward, terminated, truncated = game.step(int(action))
+        expected = 0.0
+        for _ in range(4):
+            _, r, env_terminated, env_truncated, _ = env.step(int(action))
+            expected += r
+            if env_terminated or env_truncated:
+                break
+        assert reward == expected, f"step {step}"
+        np.testing.assert_array_equal(game.ale.getRAM(), ale.getRAM(), err_msg=f"step {step}")
+        if terminated or truncated:
+            game.reset()
+            env.reset()
+            resets += 1
+    assert resets >= 1
+    env.close()
