@@ -20,7 +20,7 @@ import re
 import warnings
 from collections import namedtuple
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from gymnasium import spaces as gymnasium_spaces
@@ -161,7 +161,7 @@ class EnvPool(VectorEnv):
                  copy: bool = True) -> None:
         config = _config(task_id, kwargs)
         self.config = config
-        self.spec = _Spec(namedtuple("Config", sorted(config))(**config))  # type: ignore[misc]
+        self.spec = _Spec(namedtuple("Config", sorted(config))(**config))  # type: ignore[assignment,misc]
         num_envs, batch_size = config["num_envs"], config["batch_size"]
         threads = config["num_threads"]
         num_workers = (min(threads, num_envs) if threads > 0 and batch_size == num_envs
@@ -184,7 +184,8 @@ class EnvPool(VectorEnv):
         space_module = _space_module(env_type)
         single = self._env.single_observation_space
         self.observation_space = space_module.Box(0, 255, single.shape, np.uint8)
-        self.action_space = space_module.Discrete(int(self._env.single_action_space.n))
+        actions = cast(gymnasium_spaces.Discrete, self._env.single_action_space)
+        self.action_space = space_module.Discrete(int(actions.n))
         self.single_observation_space = self.observation_space
         self.single_action_space = self.action_space
         self.num_envs = num_envs

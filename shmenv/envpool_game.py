@@ -117,7 +117,10 @@ class EnvpoolAtariGame:
         opts = self.options
         ale = self.ale
         ale.setInt("random_seed", ale_seed(seed, opts.seeding))
-        ale.loadROM(roms.get_rom_path(self.rom))
+        rom_path = roms.get_rom_path(self.rom)
+        if rom_path is None:  # resolve_game() found the id, so ale-py ships the ROM
+            raise FileNotFoundError(f"ale-py has no ROM file for {self.rom!r}")
+        ale.loadROM(rom_path)
         self.action_set = list(ale.getLegalActionSet() if opts.full_action_space
                                else ale.getMinimalActionSet())
         self._fire = opts.fire_reset and has_fire(self.action_set)

@@ -101,7 +101,7 @@ class ShmSB3VecEnv(VecEnv):
             for i in np.flatnonzero(dones):
                 infos[i]["terminal_observation"] = final_obs[i]
                 infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-                if episode is not None and ended[i]:
+                if episode is not None and ended is not None and ended[i]:
                     infos[i]["episode"] = {"r": float(episode["r"][i]),
                                            "l": int(episode["l"][i]),
                                            "t": float(episode["t"][i])}
