@@ -189,7 +189,7 @@ def test_sticky_actions_drive_the_emulator_as_gymnasium_does():
     NoFrameskip-v4 env with the same option and seed, resets included (real ones: the sticky
     draws come from ALE's random generator)."""
     game = AtariGame("Seaquest", 3, GameOptions(repeat_action_probability=0.25,
-                                                episodic_life=False))
+                                                on_life_loss="continue"))
     assert game.reset_kind == "reset_game"
     env = gym.make("SeaquestNoFrameskip-v4", repeat_action_probability=0.25)
     env.reset(seed=3)
