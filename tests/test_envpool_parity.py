@@ -130,7 +130,11 @@ def test_async_batches_match_envpool_env_by_env():
         per_env: dict[int, list] = {i: [] for i in range(4)}
         try:
             env.async_reset()
-            for _ in range(200):
+            # envpool's threads decide which envs are ready first: go on until every env
+            # has its 40 outputs.
+            for _ in range(2000):
+                if min(len(outputs) for outputs in per_env.values()) >= 40:
+                    break
                 obs, rew, term, trunc, info = env.recv()
                 for row, env_id in enumerate(info["env_id"].tolist()):
                     if len(per_env[env_id]) < 40:
