@@ -49,7 +49,9 @@ def make(
         cpu_affinity: ``True`` pins workers round-robin to the cores this process may use,
             a list of core ids pins them round-robin to those; unsupported platforms warn
             and run unpinned.
-        **game_options: see :class:`GameOptions` (``frame_skip``, ``maxpool``, ...), plus
+        **game_options: see :class:`GameOptions` (``frame_skip``, ``on_life_loss``,
+            ``noop_max``, ``fire_reset``, ``reward_clip``, ``gray_scale``, ``size``,
+            ``max_episode_steps``, ``maxpool``, ...), plus
             ``context`` (multiprocessing start method), ``game_factory``,
             ``worker_spin_us`` (how long a worker polls for its next command before
             sleeping) and ``relay_fanout`` (the fan-out of the tree that relays synchronous
