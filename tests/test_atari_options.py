@@ -122,8 +122,10 @@ def test_reward_clip_returns_signs_and_infos_keep_the_raw_reward():
     assert raw_seen and max(raw_seen) > 1  # aliens are worth 5 to 30 points
 
 
-def test_end_episode_reports_whole_games_in_episode_stats():
-    with shmenv.make("Breakout", 2, seed=4, on_life_loss="end_episode") as env:
+@pytest.mark.parametrize("autoreset_mode", ["SameStep", "NextStep"])
+def test_end_episode_reports_whole_games_in_episode_stats(autoreset_mode):
+    with shmenv.make("Breakout", 2, seed=4, on_life_loss="end_episode",
+                     autoreset_mode=autoreset_mode) as env:
         env.reset()
         game_return = np.zeros(2)
         life_losses = games = 0
@@ -140,6 +142,7 @@ def test_end_episode_reports_whole_games_in_episode_stats():
                 np.testing.assert_array_equal(infos["episode"]["l"][ended],
                                               infos["elapsed_step"][ended])
                 np.testing.assert_array_equal(infos["lives"][ended], 0)
+                assert (infos["episode"]["t"][ended] > 0).all()
                 games += int(ended.sum())
                 game_return[ended] = 0
             else:
