@@ -36,7 +36,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from shmenv.actions import check_actions
+from shmenv.actions import check_actions, check_env_ids
 from shmenv.pool import WorkerPool
 from shmenv.protocol import OP_STEP
 
@@ -106,7 +106,6 @@ class AsyncBatcher:
         self._returned_ids: np.ndarray | None = None
         self._returned_workers: list[int] = []
         self._returned_slots: np.ndarray | None = None
-        self._send_mask = np.zeros(self.num_envs, dtype=bool)
         self._poller = select.poll() if hasattr(select, "poll") else None
 
     def _move(self) -> None:
@@ -153,7 +152,7 @@ class AsyncBatcher:
             ids = cast(np.ndarray, env_ids)
             workers, slots = self._returned_workers, self._returned_slots
         else:
-            ids = self._env_ids if env_ids is None else self._check_env_ids(env_ids)
+            ids = self._env_ids if env_ids is None else check_env_ids(env_ids, self.num_envs)
             workers = self._workers_of(ids)
             slots = self._frames.action_slots[ids]
         actions = check_actions(actions, len(ids), self._num_actions, self._game)
@@ -276,26 +275,8 @@ class AsyncBatcher:
         self._pool.unread_replies = True
 
     # ------------------------------------------------------------------ checks
-    def _check_env_ids(self, env_ids: Any) -> np.ndarray:
-        ids = np.asarray(env_ids)
-        if ids.ndim != 1 or ids.dtype.kind not in "iu":
-            raise TypeError(f"env_ids must be a 1-D array of ints, got {ids.dtype} "
-                            f"with shape {ids.shape}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.num_envs):
-            bad = ids[(ids < 0) | (ids >= self.num_envs)][0]
-            raise ValueError(f"env id {bad} is out of range: this env has ids "
-                             f"0..{self.num_envs - 1}")
-        return ids
-
     def _workers_of(self, ids: np.ndarray) -> list[int]:
         """The workers whose envs ``ids`` lists, which must be all of each one's envs."""
-        mask = self._send_mask
-        mask[:] = False
-        mask[ids] = True
-        if np.count_nonzero(mask) != len(ids):
-            raise ValueError("env_ids lists an env more than once")
-        if not len(ids):
-            raise ValueError("env_ids is empty")
         counts = np.bincount(self._worker_of_env[ids], minlength=len(self._ranges))
         partial = np.flatnonzero((counts > 0) & (counts != self._worker_sizes))
         if partial.size:
