@@ -104,7 +104,8 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
 
     An env belongs to the process that created it: used from a forked child it raises
     :class:`shmenv.ForkedEnvError`, and the child's exit leaves the parent's workers
-    alone (see docs/reliability.md). It cannot be pickled (see ``__reduce_ex__``).
+    alone (see docs/reliability.md). It cannot be pickled: create it where it is used
+    (give the other process the arguments of :func:`shmenv.make`).
     """
 
     def __init__(

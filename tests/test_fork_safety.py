@@ -12,7 +12,6 @@ import atexit
 import functools
 import json
 import os
-import pickle
 
 import numpy as np
 import pytest
@@ -127,13 +126,3 @@ def test_env_used_from_forked_child_raises_and_parent_is_unharmed():
     assert_twins_agree(env, twin)
     env.close()
     twin.close()
-
-
-def test_env_cannot_be_pickled_and_says_what_to_do_instead():
-    env, twin = make_twins()
-    twin.close()
-    with pytest.raises(TypeError, match="cannot be pickled") as info:
-        pickle.dumps(env)
-    assert "shmenv.make" in str(info.value) and "shmenv.ray" in str(info.value)
-    env.step([0, 0, 0, 0])  # unharmed
-    env.close()
