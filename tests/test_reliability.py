@@ -230,7 +230,8 @@ def test_tiny_dev_shm_gives_clear_error_before_any_worker_starts():
         event = json.loads(line)
         events.setdefault(event.pop("event"), []).append(event)
     free = events["free"][0]["free"]
-    needed = shmenv.block.BlockLayout(8, (4, 84, 84)).nbytes
+    # The child's env: 8 envs on 2 workers with relayed steps (one progress row each).
+    needed = shmenv.block.BlockLayout(8, (4, 84, 84), num_workers=2).nbytes
     for error in events["error"]:  # statvfs reading, then reservation (reading faked)
         assert error["type"] == "SharedMemorySpaceError", error
         assert f"{needed:,} bytes" in error["message"]
