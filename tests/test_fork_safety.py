@@ -12,6 +12,7 @@ import atexit
 import functools
 import json
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -75,13 +76,18 @@ def test_forked_child_exiting_leaves_the_parents_env_alone(relay_fanout):
     env.step([1, 2, 3, 0])
     twin.step([1, 2, 3, 0])
     pids = env.worker_pids
+    stderr = tempfile.TemporaryFile()
 
     def exit_normally() -> dict:
+        os.dup2(stderr.fileno(), 2)  # what the exit handlers print
         atexit._run_exitfuncs()
         return {"alive": [pid_alive(pid) for pid in pids]}
 
     result = in_forked_child(exit_normally)
     assert result == {"alive": [True, True]}
+    stderr.seek(0)
+    printed = stderr.read().decode()
+    assert "Traceback" not in printed and "can only join" not in printed, printed
     assert all(pid_alive(pid) for pid in pids)
     assert_twins_agree(env, twin)
     env.close()

@@ -88,6 +88,37 @@ def test_stopped_worker_in_step_times_out_naming_it(kwargs, victim):
     assert_all_gone(env)
 
 
+class HangingGame(NullGame):
+    """NullGame whose env with seed ``hang_seed`` blocks for good at its third step: a
+    deadlocked env, asleep and not stopped, so only the relay's progress counters can
+    tell which worker holds the step up."""
+
+    def __init__(self, *args, hang_seed: int = -1, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hang_seed = hang_seed
+
+    def step(self, action: int) -> tuple[float, bool, bool]:
+        if self.seed == self.hang_seed and self.episode_length >= 2:
+            threading.Event().wait()  # never set
+        return super().step(action)
+
+
+@pytest.mark.timeout(60)
+def test_deadlocked_env_deep_in_the_relay_tree_is_named():
+    env = shmenv.make("Breakout", 7, seed=1, timeout=TIMEOUT, context="fork",
+                      game_factory=functools.partial(HangingGame, hang_seed=1 + 5), **DEEP)
+    env.reset()
+    env.step([1] * 7)
+    env.step([1] * 7)
+    with pytest.raises(shmenv.WorkerTimeoutError) as info:
+        env.step([1] * 7)  # env 5 (worker 5, a leaf under worker 4) hangs in this one
+    print(f"\n{info.value}")
+    assert_names(str(info.value), env, 5)
+    assert str(info.value).count("pid ") == 1
+    assert "worker 5 is sleeping" in str(info.value)  # not stopped: found by the counters
+    assert_all_gone(env)
+
+
 @pytest.mark.timeout(60)
 def test_stopped_worker_in_reset_times_out():
     env = make(timeout=TIMEOUT, **DEEP)
