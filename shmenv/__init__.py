@@ -11,10 +11,12 @@ from shmenv import envpool  # noqa: E402,I001 - envpool's API on shmenv (not env
 from shmenv.compat import Worker
 from shmenv.errors import (
     ClosedError,
+    ForkedEnvError,
     SharedMemorySpaceError,
     ShmenvError,
     WorkerDiedError,
     WorkerError,
+    WorkerTimeoutError,
 )
 from shmenv.games import GameOptions, UnknownGameError, known_games, resolve_game
 from shmenv.vector import ShmVectorEnv
@@ -32,6 +34,7 @@ def make(
     autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
     batch_size: int | None = None,
     cpu_affinity: bool | Sequence[int] = False,
+    timeout: float | None = None,
     **game_options: Any,
 ) -> ShmVectorEnv:
     """Create a :class:`ShmVectorEnv` running ``num_envs`` copies of ``game``.
@@ -49,6 +52,9 @@ def make(
         cpu_affinity: ``True`` pins workers round-robin to the cores this process may use,
             a list of core ids pins them round-robin to those; unsupported platforms warn
             and run unpinned.
+        timeout: seconds any call may wait for a worker's reply (start-up excepted);
+            a worker that does not answer in time is killed and named in a
+            ``WorkerTimeoutError``, and the env is closed. None (default): no limit.
         **game_options: see :class:`GameOptions` (``frame_skip``, ``on_life_loss``,
             ``noop_max``, ``fire_reset``, ``reward_clip``, ``gray_scale``, ``size``,
             ``max_episode_steps``, ``maxpool``, ...), plus
@@ -60,12 +66,13 @@ def make(
     """
     return ShmVectorEnv(game, num_envs, seed=seed, num_workers=num_workers, copy=copy,
                         autoreset_mode=autoreset_mode, batch_size=batch_size,
-                        cpu_affinity=cpu_affinity, **game_options)
+                        cpu_affinity=cpu_affinity, timeout=timeout, **game_options)
 
 
 __all__ = [
     "AutoresetMode",
     "ClosedError",
+    "ForkedEnvError",
     "GameOptions",
     "SharedMemorySpaceError",
     "ShmVectorEnv",
@@ -74,6 +81,7 @@ __all__ = [
     "Worker",
     "WorkerDiedError",
     "WorkerError",
+    "WorkerTimeoutError",
     "__version__",
     "envpool",
     "known_games",
