@@ -20,13 +20,21 @@ Resets are counted as the reference counts them: ALE's random generator moves on
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
-from ale_py import Action, ALEInterface, LoggerMode, roms
+from ale_py import Action, ALEInterface, ALEState, LoggerMode, roms
 
-from shmenv.games import GRAY_FROM_RGB_ROMS, REAL_RESET_ROMS, GameOptions, resolve_game
+from shmenv.games import (
+    GRAY_FROM_RGB_ROMS,
+    REAL_RESET_ROMS,
+    GameOptions,
+    UnknownGameError,
+    resolve_game,
+)
 from shmenv.noops import NoopDraws
 
 _NOOP = Action.NOOP
@@ -76,6 +84,14 @@ def has_fire(action_set: list) -> bool:
     """Whether ALE action 1 (FIRE) is in ``action_set``, as envpool's fire reset asks."""
     return _FIRE in action_set
 
+
+
+def _rom_path(rom: str) -> Path:
+    """The ROM file ale-py ships for ``rom`` (a resolved ROM id)."""
+    path = roms.get_rom_path(rom)
+    if path is None:
+        raise UnknownGameError(f"ale-py ships no ROM file for {rom!r}")
+    return path
 
 class AtariGame:
     """One Atari game with the labml design's preprocessing, writing into ``stack_out``.
@@ -127,7 +143,7 @@ class AtariGame:
         self._steps_cap = opts.max_episode_steps or 0
         self._noops: NoopDraws | None = None
         self._fire = False
-        self._start_state = None
+        self._start_state: ALEState | None = None
         self.episode_return = 0.0
         self.episode_length = 0
         self._lives_at_reset = 0
@@ -168,7 +184,7 @@ class AtariGame:
             return
         ale = self.ale
         ale.setInt("random_seed", ale_seed(seed, self.options.seeding))
-        ale.loadROM(roms.get_rom_path(self.rom))
+        ale.loadROM(_rom_path(self.rom))
         action_set = (ale.getLegalActionSet() if self.options.full_action_space
                       else ale.getMinimalActionSet())
         self.action_set = list(action_set)
@@ -176,7 +192,7 @@ class AtariGame:
         self._fire = self.options.fire_reset and has_fire(self.action_set)
         height, width = ale.getScreenDims()
         self._gray = np.zeros((2, height, width), dtype=np.uint8)
-        self._grab_gray = ale.getScreenGrayscale
+        self._grab_gray: Callable[[np.ndarray], object] = ale.getScreenGrayscale
         if self.rom in GRAY_FROM_RGB_ROMS:
             self._rgb = np.zeros((height, width, 3), dtype=np.uint8)
             self._grab_gray = self._gray_from_rgb

@@ -68,7 +68,7 @@ class ShmSB3VecEnv(VecEnv):
         elif any(s is None for s in seeds):
             raise ValueError(f"either every env gets a seed or none does, got {seeds}")
         else:
-            obs, _ = self.vector_env.reset(seed=[int(s) for s in seeds])
+            obs, _ = self.vector_env.reset(seed=[int(s) for s in seeds if s is not None])
         if any(self._options):
             raise ValueError(f"shmenv envs take no reset options, got {self._options}")
         self._reset_seeds()

@@ -117,6 +117,8 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
     (give the other process the arguments of :func:`shmenv.make`).
     """
 
+    single_action_space: spaces.Discrete  # the game's action set (narrows VectorEnv's Space)
+
     def __init__(
         self,
         game: str = "Breakout",
