@@ -4,7 +4,7 @@ CleanRL's Atari PPO builds ``gym.vector.SyncVectorEnv`` over wrapped ``gym.make`
 here one call replaces all of that. Things to know when porting a CleanRL script:
 
 * ``shmenv.make`` already does frame skip, gray 84x84 and the 4-frame stack, and one life
-  is one episode (the seed's rule); drop the Atari wrappers. Rewards are not clipped.
+  is one episode (the labml rule); drop the Atari wrappers. Rewards are not clipped.
 * ``obs`` is a view of the shared block, overwritten by the next ``step``: copying it into
   the storage tensor (as below, and as CleanRL does with ``torch.Tensor(obs)``) is enough.
   Never keep ``torch.from_numpy(obs)`` across steps, or pass ``copy=True``.

@@ -6,7 +6,7 @@ The shape follows the well-known annotated PPO tutorial this project started fro
 epochs of clipped-objective updates. The only shmenv-specific line is the import of
 ``Worker``: observations arrive through shared memory as uint8 stacks, not pickled float64.
 
-Episodes are the seed's: one life = one episode, then a full game reset. Rewards are the
+Episodes are the labml design's: one life = one episode, then a full game reset. Rewards are the
 raw game score (not clipped).
 
     pip install -e ".[examples]"

@@ -45,7 +45,7 @@ def make(
         seed: env i is seeded with ``seed + i``; None seeds from fresh entropy.
         num_workers: worker processes; default ``min(num_envs, os.cpu_count())``.
         copy: return fresh obs arrays instead of views of the shared block.
-        autoreset_mode: ``SAME_STEP`` (default, the seed's behaviour) or ``NEXT_STEP``.
+        autoreset_mode: ``SAME_STEP`` (default, the labml design's behaviour) or ``NEXT_STEP``.
         batch_size: below ``num_envs``, async mode (envpool's API): ``send(actions,
             env_ids)`` and ``recv()`` returning the first ``batch_size`` ready envs with
             ``infos["env_id"]``; see :mod:`shmenv.batching` and docs/scaling.md.

@@ -111,7 +111,7 @@ def check_autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
     mode = AutoresetMode(mode)
     if mode == AutoresetMode.DISABLED:
         raise ValueError("autoreset_mode DISABLED is not supported; use SAME_STEP "
-                         "(the seed's behaviour) or NEXT_STEP")
+                         "(the labml design's behaviour) or NEXT_STEP")
     return mode
 
 

@@ -1,4 +1,4 @@
-"""Reliability (issue 4): dead workers, worker exceptions, a killed parent, a full /dev/shm,
+"""Reliability: dead workers, worker exceptions, a killed parent, a full /dev/shm,
 malformed actions, Ctrl-C, use after close, leaks and resource_tracker warnings.
 
 Scenarios that kill or signal processes run in a child (tests/reliability_child.py) whose
