@@ -28,7 +28,9 @@ from shmenv.block import BlockLayout, SharedBlock
 from shmenv.game import Game, GameFactory
 from shmenv.games import GameOptions
 from shmenv.protocol import (
+    EACH_RESET,
     OP_CLOSE,
+    OP_EACH,
     OP_RESEED,
     OP_RESET,
     OP_STEP,
@@ -235,6 +237,37 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
     skip_spins = 0
     replied_at = perf_counter()
 
+    # One env's reset and step, shared by the batch commands and the drop-in Workers' per-env
+    # ones (OP_EACH). A closure call costs ~0.1 µs per env against ~1 ms of emulation.
+    def reset_env(j: int, game: Game) -> None:
+        game.reset()
+        needs_reset[j] = False
+        episode_started[j] = perf_counter()
+        ongoing(j, reward=0.0, lives=game.lives)
+
+    def step_env(j: int, game: Game, action: int) -> None:
+        if needs_reset[j]:  # NEXT_STEP autoreset: this step only resets
+            reset_env(j, game)
+            return
+        reward, terminated, truncated = game.step(action)
+        if not (terminated or truncated):
+            ongoing(j, reward=reward, lives=game.lives)
+            return
+        ended_at = perf_counter()
+        episode_time = round(ended_at - episode_started[j], 6)
+        episode_return, episode_length = game.episode_return, game.episode_length
+        if same_step:
+            if write_final:
+                game.write_final_stack(final_obs[j])
+            game.reset()
+            episode_started[j] = ended_at
+        else:
+            game.write_final_stack(game.stack)
+            needs_reset[j] = True
+        ended(j, reward=reward, lives=game.lives, terminated=terminated,
+              truncated=truncated, episode_return=episode_return,
+              episode_time=episode_time, episode_length=episode_length)
+
     while True:
         if skip_spins:
             skip_spins -= 1
@@ -258,30 +291,14 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
         try:
             if opcode == OP_STEP:
                 for j, game in enumerate(games):
-                    if needs_reset[j]:  # NEXT_STEP autoreset: this step only resets
-                        needs_reset[j] = False
-                        game.reset()
-                        episode_started[j] = perf_counter()
-                        ongoing(j, reward=0.0, lives=game.lives)
-                        continue
-                    reward, terminated, truncated = game.step(int(actions[j]))
-                    if not (terminated or truncated):
-                        ongoing(j, reward=reward, lives=game.lives)
-                        continue
-                    ended_at = perf_counter()
-                    episode_time = round(ended_at - episode_started[j], 6)
-                    episode_return, episode_length = game.episode_return, game.episode_length
-                    if same_step:
-                        if write_final:
-                            game.write_final_stack(final_obs[j])
-                        game.reset()
-                        episode_started[j] = ended_at
-                    else:
-                        game.write_final_stack(game.stack)
-                        needs_reset[j] = True
-                    ended(j, reward=reward, lives=game.lives, terminated=terminated,
-                          truncated=truncated, episode_return=episode_return,
-                          episode_time=episode_time, episode_length=episode_length)
+                    step_env(j, game, int(actions[j]))
+            elif opcode == OP_EACH:  # drop-in Workers: each env has its own command
+                for j, game in enumerate(games):
+                    code = int(actions[j])
+                    if code >= 0:
+                        step_env(j, game, code)
+                    elif code == EACH_RESET:
+                        reset_env(j, game)
             elif opcode in (OP_RESET, OP_RESEED):
                 seeds = None
                 if opcode == OP_RESEED:
@@ -293,10 +310,7 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
                 for j, game in enumerate(games):
                     if seeds is not None:
                         game.reseed(seeds[j])
-                    game.reset()
-                    needs_reset[j] = False
-                    episode_started[j] = perf_counter()
-                    ongoing(j, reward=0.0, lives=game.lives)
+                    reset_env(j, game)
             elif opcode == OP_CLOSE:
                 return
             else:

@@ -313,8 +313,9 @@ def shm_too_small(args) -> None:
         stack, *_ = worker.child.recv()
         steps_ok += int(stack[0, 0, 0]) == steps_ok + 1
     emit("full_worker", steps_ok=steps_ok)
-    try:
-        shmenv.Worker(2, game_factory=functools.partial(CounterGame))
+    try:  # its group, and so its block, starts at its first command
+        shmenv.Worker(2, game_factory=functools.partial(CounterGame)).child.send(
+            ("reset", None))
     except shmenv.SharedMemorySpaceError as exc:
         emit("worker_error", **error_fields(exc))
     else:
