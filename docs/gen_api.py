@@ -25,6 +25,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str, tuple[str, ...]]]]] = [
         ("shmenv", "make", ()),
         ("shmenv", "ShmVectorEnv", ("reset", "step", "close")),
         ("shmenv", "Worker", ()),
+        ("shmenv", "WorkerGroup", ("start", "close")),
         ("shmenv", "AutoresetMode", ()),
     ]),
     ("Games and options", [

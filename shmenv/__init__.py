@@ -16,6 +16,7 @@ from shmenv.errors import (
     WorkerError,
 )
 from shmenv.games import GameOptions, UnknownGameError, known_games, resolve_game
+from shmenv.pooled import WorkerGroup
 from shmenv.vector import ShmVectorEnv
 
 __version__ = "0.1.0"
@@ -71,6 +72,7 @@ __all__ = [
     "Worker",
     "WorkerDiedError",
     "WorkerError",
+    "WorkerGroup",
     "__version__",
     "known_games",
     "make",

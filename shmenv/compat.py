@@ -29,7 +29,7 @@ import numpy as np
 
 from shmenv.game import GameFactory
 from shmenv.games import GameOptions, resolve_game
-from shmenv.pooled import GameConfig, WorkerGroup, current_group
+from shmenv.pooled import GameConfig, WorkerGroup, current_group, drop_member
 
 _COMMANDS = ("reset", "step", "close")
 _PICKLE_HINT = ("it drives processes that belong to the process that created it; create "
@@ -50,8 +50,7 @@ class WorkerPipe:
         self._slot = slot
         # Dropped without close(): its env goes idle, and its process stops with the last
         # Worker it serves. Interpreter exit is the group's own finalizer's job.
-        finalizer = weakref.finalize(self, group.close_member, slot,
-                                     "the Worker was garbage-collected")
+        finalizer = weakref.finalize(self, drop_member, group, slot)
         finalizer.atexit = False
 
     @property

@@ -123,6 +123,13 @@ def _describe_process(seeds: Sequence[Any], ranges: Sequence[tuple[int, int]], i
     return f"shmenv pool process {index} (pid {pid}, serving the {worker_s} of seeds {listed})"
 
 
+def drop_member(group: WorkerGroup, slot: int) -> None:
+    """A member's finalizer: close it when its pipe is garbage-collected (not in a fork,
+    where the parent's pool must keep running)."""
+    if os.getpid() == group._creator:
+        group.close_member(slot, "the Worker was garbage-collected")
+
+
 def _release_all(conns: list, processes: list, block_box: list, creator: int) -> None:
     """Stop every process and close the block: a module-level function over plain lists, so
     that the group's ``weakref.finalize`` does not keep the group alive. Does nothing in a
@@ -414,6 +421,7 @@ class WorkerGroup:
         """Close member ``slot``: its process stops with its last open member, the block
         with the group's last. Closing twice, or a failed member, is harmless."""
         with self._lock:
+            self._check_process()
             if self._members[slot] is Member.CLOSED:
                 self._errors[slot] = None  # closing a failed Worker needs no error
                 return
@@ -443,6 +451,7 @@ class WorkerGroup:
     def close(self) -> None:
         """Close every member (their processes stop; the block is released)."""
         with self._lock:
+            self._check_process()
             for slot in range(self.num_members):
                 self.close_member(slot)
             if self._state is GroupState.OPEN:
@@ -512,8 +521,16 @@ class WorkerGroup:
                 self._members[slot] = Member.READY
 
     # ----------------------------------------------------------------- failures
+    def _check_process(self) -> None:
+        if os.getpid() != self._creator:
+            raise ShmenvError(
+                f"these shmenv Workers belong to process {self._creator}, and this is process "
+                f"{os.getpid()} (a fork): their pool cannot be used or closed from here. "
+                "Create Workers in the process that uses them.")
+
     def _start_for(self, slot: int) -> None:
         """Raise if member ``slot`` is closed or failed; start the group if needed."""
+        self._check_process()
         self.check_open(slot)
         try:
             self._ensure_running()

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import functools
 import gc
+import json
 import os
 import pickle
 import signal
+import subprocess
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -26,6 +29,7 @@ from shmenv.fakegames import NUM_ACTIONS, CounterGame
 from shmenv.pooled import WorkerGroup, usable_cores
 from tests.conftest import action_stream
 from tests.procs import all_gone
+from tests.test_reliability import CHILD_ENV, assert_quiet, child_command, parse_events
 
 pytestmark = pytest.mark.usefixtures("no_leaked_segments")
 COUNTER = functools.partial(CounterGame)
@@ -263,3 +267,35 @@ def test_pickling_a_worker_says_what_to_do():
         with pytest.raises(TypeError, match="cannot be pickled.*create"):
             pickle.dumps(obj)
     worker.child.close()
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+def test_interrupt_storm_never_mixes_up_pooled_replies():
+    """SIGINT every few ms while 4 Workers in 2 processes run the reference's loop: each
+    interrupt may land anywhere (recording, sending, reading, recovering); every reply a
+    Worker returns must still be its own, for its latest command."""
+    proc = subprocess.Popen(child_command("worker-storm", "--num-envs", "4",
+                                          "--num-workers", "2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=CHILD_ENV)
+    try:
+        assert json.loads(proc.stdout.readline())["event"] == "ready"
+        rng = np.random.default_rng(1)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            time.sleep(rng.uniform(0.001, 0.01))
+        proc.send_signal(signal.SIGUSR1)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stdout + stderr
+    end = parse_events(stdout)["end"]
+    print(f"\npooled interrupt storm: {end}")
+    assert end["interrupts"] > 50
+    assert end["bad"] == 0, end["bad_examples"]
+    assert end["replies"] > 100
+    assert end["segments"] == [] and end["alive"] == []
+    assert_quiet(stderr)

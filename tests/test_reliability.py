@@ -145,6 +145,7 @@ DEEP_RELAY = ("--num-envs", "7", "--num-workers", "7", "--relay-fanout", "2")  #
     ("fork", "startup", "vector", ()),
     ("forkserver", "startup", "vector", ()),
     ("fork", "unstarted", "compat", ()),
+    ("spawn", "running", "compat", ()),
     ("fork", "running", "vector", DEEP_RELAY),
     ("spawn", "startup", "vector", DEEP_RELAY),
 ])
