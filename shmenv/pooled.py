@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import enum
 import functools
+import multiprocessing.process
 import os
 import pickle
 import threading
@@ -121,6 +122,23 @@ def _describe_process(seeds: Sequence[Any], ranges: Sequence[tuple[int, int]], i
     listed = ", ".join(str(s) for s in seeds[start:stop])
     worker_s = "Worker" if stop - start == 1 else "Workers"
     return f"shmenv pool process {index} (pid {pid}, serving the {worker_s} of seeds {listed})"
+
+
+# Every pool process started here. A child forked by ``os.fork`` inherits multiprocessing's
+# list of this process's children, and multiprocessing's exit handler terminates every
+# daemon on it: the child's exit would SIGTERM its parent's pool. The child forgets them.
+_pool_processes: weakref.WeakSet[BaseProcess] = weakref.WeakSet()
+
+
+def _forget_pool_processes() -> None:
+    children = getattr(multiprocessing.process, "_children", None)
+    if isinstance(children, set):
+        children.difference_update(_pool_processes)
+    _pool_processes.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_processes)
 
 
 def drop_member(group: WorkerGroup, slot: int) -> None:
@@ -315,6 +333,7 @@ class WorkerGroup:
             self._finalizer = weakref.finalize(self, _release_all, self._pool.conns,
                                                self._pool.processes, block_box, self._creator)
             self._pool.launch(self._context, name="shmenv-Workers-{index}")
+            _pool_processes.update(self._pool.processes)
         except BaseException as exc:
             self._fail_all(exc, "it failed to start")
             raise

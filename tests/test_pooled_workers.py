@@ -8,6 +8,7 @@ groups, and pickling.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import gc
 import json
@@ -299,3 +300,25 @@ def test_interrupt_storm_never_mixes_up_pooled_replies():
     assert end["replies"] > 100
     assert end["segments"] == [] and end["alive"] == []
     assert_quiet(stderr)
+
+
+def test_a_forked_child_cannot_touch_the_pool_and_its_exit_leaves_it_running():
+    workers = counter_workers(2)
+    step_all(workers, [0, 0])
+    pid = os.fork()
+    if pid == 0:  # the child: every call refuses, and its exit handlers do nothing
+        code = 0
+        for call in (lambda: workers[0].child.send(("step", 1)), workers[1].child.close):
+            try:
+                call()
+                code = 1
+            except shmenv.ShmenvError as exc:
+                code |= 0 if "a fork" in str(exc) else 1
+        del workers[:]
+        gc.collect()
+        atexit._run_exitfuncs()  # what a plain exit runs: weakref.finalize's handler
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [int(r[1]) // NUM_ACTIONS for r in step_all(workers, [1, 2])] == [2, 2]
+    close_all(workers)
