@@ -48,6 +48,7 @@ class WorkerPipe:
     def __init__(self, group: WorkerGroup, slot: int) -> None:
         self._group = group
         self._slot = slot
+        self._num_actions = 0  # known once the group has started
         # Dropped without close(): its env goes idle, and its process stops with the last
         # Worker it serves. Interpreter exit is the group's own finalizer's job.
         finalizer = weakref.finalize(self, drop_member, group, slot)
@@ -77,8 +78,9 @@ class WorkerPipe:
         if cmd == "reset":
             self._group.send(self._slot, True, 0)
             return
-        action = _as_action(data, self._group.num_actions_for(self._slot))
-        self._group.send(self._slot, False, action)
+        if not self._num_actions:
+            self._num_actions = self._group.num_actions_for(self._slot)
+        self._group.send(self._slot, False, _as_action(data, self._num_actions))
 
     def recv(self) -> Any:
         return self._group.recv(self._slot)
