@@ -227,7 +227,7 @@ class WorkerGroup:
         """Add a member; returns its slot. Raises if the group started or runs another game."""
         with self._lock:
             if self._state is not GroupState.OPEN:
-                raise ShmenvError(f"this WorkerGroup has {self._state.value} and takes no new "
+                raise ShmenvError("this WorkerGroup has started (or closed) and takes no new "
                                   "Workers; create a new WorkerGroup (or leave group= unset)")
             if self._config is not None and not self._config.matches(config):
                 raise ValueError(
@@ -262,6 +262,9 @@ class WorkerGroup:
         """Start the processes now and wait until every game is loaded (otherwise the first
         command to any member does it). Seals the group."""
         with self._lock:
+            self._check_process()
+            if self._state is GroupState.CLOSED:
+                raise ClosedError("this WorkerGroup is closed; create a new one")
             self._ensure_running()
 
     def process_of(self, slot: int) -> BaseProcess:
@@ -295,7 +298,8 @@ class WorkerGroup:
         self._ranges = ranges
         self._process = [p for p, (start, stop) in enumerate(ranges) for _ in range(start, stop)]
         self._local = [slot - ranges[p][0] for slot, p in enumerate(self._process)]
-        self._open_members = [stop - start for start, stop in ranges]
+        self._open_members = [sum(self._members[slot] is not Member.CLOSED
+                                  for slot in range(start, stop)) for start, stop in ranges]
         self._pending = [0] * num_processes  # members of each process with a recorded command
         self._in_flight: list[collections.deque[list[int]]] = [
             collections.deque() for _ in ranges]  # members covered by each frame sent
@@ -351,6 +355,10 @@ class WorkerGroup:
             raise
         self._block.unlink()  # every process has mapped it: nothing can leak from here on
         self._state = GroupState.RUNNING
+        for p, count in enumerate(self._open_members):
+            if count == 0:  # all its Workers were closed before the group started
+                self._alive[p] = False
+                self._pool.stop_worker(p)
 
     def num_actions_for(self, slot: int) -> int:
         """The game's number of actions, to check member ``slot``'s step action with

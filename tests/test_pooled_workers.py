@@ -322,3 +322,14 @@ def test_a_forked_child_cannot_touch_the_pool_and_its_exit_leaves_it_running():
     assert os.waitstatus_to_exitcode(status) == 0
     assert [int(r[1]) // NUM_ACTIONS for r in step_all(workers, [1, 2])] == [2, 2]
     close_all(workers)
+
+
+def test_workers_closed_before_the_start_leave_no_idle_process():
+    workers = counter_workers(4, WorkerGroup(num_processes=2))  # process 0: Workers 0, 1
+    for w in workers[:2]:
+        w.child.close()
+    assert [int(r[1]) // NUM_ACTIONS for r in step_all(workers[2:], [1, 2])] == [1, 1]
+    first, second = workers[0].child.group.processes
+    first.join(timeout=5)
+    assert first.exitcode == 0 and second.is_alive()
+    close_all(workers)
