@@ -333,3 +333,23 @@ def test_workers_closed_before_the_start_leave_no_idle_process():
     first.join(timeout=5)
     assert first.exitcode == 0 and second.is_alive()
     close_all(workers)
+
+
+# --------------------------------------------------------------------------- the benchmark
+def test_bench_drop_in_runs_the_reference_loop_with_both_workers(monkeypatch):
+    from shmenv.benchmarks import contenders, throughput
+    from shmenv.cli import main
+
+    seen = {}
+
+    def fake_run(**kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop before measuring anything
+
+    monkeypatch.setattr(throughput, "run", fake_run)
+    assert main(["bench", "--drop-in"]) == 130
+    assert [c.name for c in throughput.select(seen["only"])] == ["shmenv", "pipe", "dropin"]
+    assert main(["bench", "--drop-in", "--async-pinning"]) == 2
+    monkeypatch.undo()
+    result = contenders.measure_dropin("Breakout", 4, seconds=0.3, warmup=0.1, seed=47)
+    assert result["env_steps"] > 0 and result["env_steps"] % 4 == 0
