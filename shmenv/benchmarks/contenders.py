@@ -169,7 +169,9 @@ def _measure_workers(worker_class: Any, game: str, num_envs: int, seconds: float
     ``seed + i``, send to all, receive from all, each stack copied into one batch."""
     import gymnasium as gym
 
-    num_actions = int(gym.make(gym_atari_id(game)).action_space.n)
+    action_space = gym.make(gym_atari_id(game)).action_space
+    assert isinstance(action_space, gym.spaces.Discrete)
+    num_actions = int(action_space.n)
     with MemorySampler() as sampler:
         workers = [worker_class(seed + i, game) for i in range(num_envs)]
         try:
