@@ -23,7 +23,8 @@ API_PATH = Path(__file__).with_name("api.md")
 SECTIONS: list[tuple[str, list[tuple[str, str, tuple[str, ...]]]]] = [
     ("Creating environments", [
         ("shmenv", "make", ()),
-        ("shmenv", "ShmVectorEnv", ("reset", "step", "close")),
+        ("shmenv", "ShmVectorEnv", ("reset", "step", "step_async", "step_wait",
+                                    "reset_async", "reset_wait", "close")),
         ("shmenv", "Worker", ()),
         ("shmenv", "WorkerGroup", ("start", "close")),
         ("shmenv", "AutoresetMode", ()),
@@ -39,6 +40,8 @@ SECTIONS: list[tuple[str, list[tuple[str, str, tuple[str, ...]]]]] = [
         ("shmenv", "ClosedError", ()),
         ("shmenv", "WorkerDiedError", ()),
         ("shmenv", "WorkerError", ()),
+        ("shmenv", "WorkerTimeoutError", ()),
+        ("shmenv", "ForkedEnvError", ()),
         ("shmenv", "SharedMemorySpaceError", ()),
     ]),
     ("Stable-Baselines3 (`pip install \"shmenv[sb3]\"`)", [
@@ -155,6 +158,18 @@ def _markdown(doc: str) -> str:
     return "\n".join(out)
 
 
+def _base_name(base: type) -> str:
+    """A base class as users import it: ``RuntimeError``, ``ShmenvError``, but
+    ``multiprocessing.TimeoutError`` (not the builtin) and ``gymnasium.error.X``."""
+    module = base.__module__
+    if module == "builtins" or module.startswith("shmenv"):
+        return base.__name__
+    top = module.split(".")[0]
+    if getattr(importlib.import_module(top), base.__name__, None) is base:
+        module = top
+    return f"{module}.{base.__name__}"
+
+
 def _anchor(title: str) -> str:
     return "".join(c for c in title.lower() if c.isalnum() or c in "-_ ").replace(" ", "-")
 
@@ -183,7 +198,7 @@ def render() -> str:
                             f"Values: {values}.\n")
                 continue
             if isinstance(obj, type) and issubclass(obj, BaseException):
-                bases = ", ".join(b.__name__ for b in obj.__bases__)
+                bases = ", ".join(_base_name(b) for b in obj.__bases__)
                 body.append(f"```python\nclass {name}({bases})\n```\n")
             else:
                 body.append(f"```python\n{_signature(obj, qualname)}\n```\n")

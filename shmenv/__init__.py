@@ -10,10 +10,12 @@ from gymnasium.vector import AutoresetMode
 from shmenv.compat import Worker
 from shmenv.errors import (
     ClosedError,
+    ForkedEnvError,
     SharedMemorySpaceError,
     ShmenvError,
     WorkerDiedError,
     WorkerError,
+    WorkerTimeoutError,
 )
 from shmenv.games import GameOptions, UnknownGameError, known_games, resolve_game
 from shmenv.pooled import WorkerGroup
@@ -32,6 +34,7 @@ def make(
     autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
     batch_size: int | None = None,
     cpu_affinity: bool | Sequence[int] = False,
+    timeout: float | None = None,
     **game_options: Any,
 ) -> ShmVectorEnv:
     """Create a :class:`ShmVectorEnv` running ``num_envs`` copies of ``game``.
@@ -49,6 +52,9 @@ def make(
         cpu_affinity: ``True`` pins workers round-robin to the cores this process may use,
             a list of core ids pins them round-robin to those; unsupported platforms warn
             and run unpinned.
+        timeout: seconds any call may wait for a worker's reply (start-up excepted);
+            a worker that does not answer in time is killed and named in a
+            ``WorkerTimeoutError``, and the env is closed. None (default): no limit.
         **game_options: see :class:`GameOptions` (``frame_skip``, ``maxpool``, ...), plus
             ``context`` (multiprocessing start method), ``game_factory``,
             ``worker_spin_us`` (how long a worker polls for its next command before
@@ -58,12 +64,13 @@ def make(
     """
     return ShmVectorEnv(game, num_envs, seed=seed, num_workers=num_workers, copy=copy,
                         autoreset_mode=autoreset_mode, batch_size=batch_size,
-                        cpu_affinity=cpu_affinity, **game_options)
+                        cpu_affinity=cpu_affinity, timeout=timeout, **game_options)
 
 
 __all__ = [
     "AutoresetMode",
     "ClosedError",
+    "ForkedEnvError",
     "GameOptions",
     "SharedMemorySpaceError",
     "ShmVectorEnv",
@@ -73,6 +80,7 @@ __all__ = [
     "WorkerDiedError",
     "WorkerError",
     "WorkerGroup",
+    "WorkerTimeoutError",
     "__version__",
     "known_games",
     "make",

@@ -1,4 +1,5 @@
-"""The one action validator, shared by synchronous steps, async batches and Ray."""
+"""The one validator of actions and env ids, shared by synchronous steps, async batches and
+Ray."""
 
 from __future__ import annotations
 
@@ -33,6 +34,23 @@ def check_actions(actions: Any, count: int, num_actions: int, game: str) -> np.n
         raise ValueError(f"actions[{index}] = {array[index].item()!r} is out of range: "
                          f"{game} has actions 0..{num_actions - 1}")
     return array
+
+
+def check_env_ids(env_ids: Any, num_envs: int) -> np.ndarray:
+    """``env_ids`` as a 1-D int array of distinct ids in ``[0, num_envs)``, or a TypeError/
+    ValueError saying what is wrong. Shared by async batches and Ray."""
+    ids = np.asarray(env_ids)
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise TypeError(f"env_ids must be a 1-D array of ints, got {ids.dtype} "
+                        f"with shape {ids.shape}")
+    if not ids.size:
+        raise ValueError("env_ids is empty")
+    if ids.min() < 0 or ids.max() >= num_envs:
+        bad = ids[(ids < 0) | (ids >= num_envs)][0]
+        raise ValueError(f"env id {bad} is out of range: this env has ids 0..{num_envs - 1}")
+    if np.bincount(ids, minlength=num_envs).max() > 1:
+        raise ValueError("env_ids lists an env more than once")
+    return ids
 
 
 def _integer_actions(array: np.ndarray) -> np.ndarray:

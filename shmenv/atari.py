@@ -1,26 +1,39 @@
-"""One ALE emulator plus the seed's preprocessing, writing its frame stack into a given slot.
+"""One ALE emulator plus the labml design's preprocessing, writing its stack into a given slot.
 
 This is the per-env hot path. :class:`AtariGame` never allocates per step: the gray frames,
 their 84x84 versions and the stack itself are preallocated, and the stack is a view the
 caller owns (in shmenv, a slot of the shared block).
 
-Seed semantics (DESIGN.md §1) for one agent step with the defaults:
+The labml design (docs/exactness.md) for one agent step with the defaults:
 
 * repeat the action for 4 emulator frames, summing raw rewards;
 * on the last two frames, gray (ALE's own grayscale, bit-identical to OpenCV's
-  ``COLOR_RGB2GRAY``) and resize to 84x84 with ``INTER_AREA``, keeping both;
+  ``COLOR_RGB2GRAY`` of the RGB screen on every ROM but those in ``GRAY_FROM_RGB_ROMS``,
+  which take the RGB screen and OpenCV) and resize to 84x84 with ``INTER_AREA``, keeping both;
 * after each frame: a life lost since the last reset, a game over or the episode cap ends
   the step at once (done);
 * not done: push the pixel-wise max of the two kept frames onto the stack (newest last).
+
+Resets are counted as the reference counts them: ALE's random generator moves on with every
+``reset_game()``, so one reset too many changes how later episodes start on some ROMs.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import cv2
 import numpy as np
 from ale_py import ALEInterface, LoggerMode, roms
 
-from shmenv.games import GameOptions, resolve_game
+from shmenv.games import GRAY_FROM_RGB_ROMS, REAL_RESET_ROMS, GameOptions, resolve_game
+
+ResetKind = Literal["restore", "reset_game"]
+
+# Where the emulator stands relative to the seeded start (the reset done by reseed()).
+_START_PENDING = 0  # at the seeded start, and the next reset() is that very reset
+_AT_START = 1  # at the seeded start, already claimed by a reset(): the next one is real
+_MOVED = 2  # stepped or reset since: the seeded start is gone
 
 ALEInterface.setLoggerMode(LoggerMode.Error)
 
@@ -36,12 +49,17 @@ def ale_seed_for(seed: int | None) -> int:
 
 
 class AtariGame:
-    """One Atari game with the seed's preprocessing, writing into ``stack_out``.
+    """One Atari game with the labml design's preprocessing, writing into ``stack_out``.
+
+    Constructing the game (or :meth:`reseed`) does the seeded reset, as gymnasium's
+    ``reset(seed=...)`` does; the first :meth:`reset` after it returns that start without
+    touching the emulator, so "make, then reset" costs one ``reset_game()``, as the
+    reference's "construct, then reset" does. Every later :meth:`reset` is a real one.
 
     Args:
         game: any spelling of an ALE game name (see :func:`shmenv.games.resolve_game`).
         seed: seeds ALE once, as gymnasium's ``reset(seed=...)`` does; never re-seeded.
-        options: emulation and preprocessing options; defaults are the seed design's.
+        options: emulation and preprocessing options; defaults are the labml design's.
         stack_out: a C-contiguous ``(stack, size, size)`` uint8 array this game owns and
             writes in place; a new one is allocated when omitted.
     """
@@ -77,20 +95,39 @@ class AtariGame:
         self.episode_length = 0
         self._lives_at_reset = 0
         self._seed: int | None = None
-        self._stepped_since_seed = True
+        self._start = _MOVED
         self.reseed(seed)
 
-    def reseed(self, seed: int | None) -> None:
-        """Seed ALE and (re)load the ROM, as gymnasium's ``reset(seed=...)`` does (~190 ms),
-        then reset. Called once per env; later episodes start with :meth:`reset`.
+    @property
+    def reset_kind(self) -> ResetKind:
+        """How :meth:`reset` starts an episode: ``"restore"`` (the state cloned after the
+        seeded reset, ~0.1 ms; only where that is exactly what ``reset_game()`` reaches) or
+        ``"reset_game"`` (ALE's real reset)."""
+        return "restore" if self._start_state is not None else "reset_game"
 
-        Reseeding with the seed already in use before any step (``make(seed=s)`` then
-        ``reset(seed=s)``) only resets: with the start state saved, a reload would reach
-        that very state again, at the price of a second ROM load per env at start-up.
+    def _restore_is_exact(self) -> bool:
+        """Whether restoring the seeded start state reaches what ``reset_game()`` would.
+
+        Not for sticky actions (they draw from ALE's random generator, which a restore
+        leaves behind) nor for :data:`shmenv.games.REAL_RESET_ROMS`, measured against the
+        reference by ``bench/exact_sweep.py``.
         """
-        if (seed is not None and seed == self._seed and not self._stepped_since_seed
-                and self._start_state is not None):
-            self.reset()
+        opts = self.options
+        return (opts.fast_reset and opts.repeat_action_probability == 0
+                and self.rom not in REAL_RESET_ROMS)
+
+    def reseed(self, seed: int | None) -> None:
+        """Seed ALE and (re)load the ROM, then reset, as gymnasium's ``reset(seed=...)`` does
+        (~190 ms). The next :meth:`reset` returns this start (see the class docstring).
+
+        Reseeding with the seed in use while the emulator still stands at its seeded start
+        (``make(seed=s)`` then ``reset(seed=s)``) changes nothing in the emulator: a reload
+        would reach that very state, random generator included, at the price of a second
+        ROM load per env at start-up.
+        """
+        if seed is not None and seed == self._seed and self._start != _MOVED:
+            self._after_reset(self._start_frame)
+            self._start = _START_PENDING
             return
         ale = self.ale
         ale.setInt("random_seed", ale_seed_for(seed))
@@ -100,12 +137,15 @@ class AtariGame:
         self.action_set = list(action_set)
         height, width = ale.getScreenDims()
         self._gray = np.zeros((2, height, width), dtype=np.uint8)
+        self._grab_gray = ale.getScreenGrayscale
+        if self.rom in GRAY_FROM_RGB_ROMS:
+            self._rgb = np.zeros((height, width, 3), dtype=np.uint8)
+            self._grab_gray = self._gray_from_rgb
         ale.reset_game()
-        if self.options.fast_reset:
-            self._start_state = ale.cloneState()
+        self._start_state = ale.cloneState() if self._restore_is_exact() else None
         self._after_reset(self._preprocess_screen(self._start_frame))
         self._seed = seed
-        self._stepped_since_seed = False
+        self._start = _START_PENDING
 
     @property
     def num_actions(self) -> int:
@@ -115,9 +155,14 @@ class AtariGame:
     def lives(self) -> int:
         return self.ale.lives()
 
+    def _gray_from_rgb(self, out: np.ndarray) -> None:
+        """The reference's gray (OpenCV's of the RGB screen), where ALE's own differs."""
+        self.ale.getScreenRGB(self._rgb)
+        cv2.cvtColor(self._rgb, cv2.COLOR_RGB2GRAY, dst=out)
+
     def _preprocess_screen(self, out: np.ndarray) -> np.ndarray:
         """Gray the current screen and resize it into ``out``."""
-        self.ale.getScreenGrayscale(self._gray[0])
+        self._grab_gray(self._gray[0])
         cv2.resize(self._gray[0], self._dsize, dst=out, interpolation=cv2.INTER_AREA)
         return out
 
@@ -129,12 +174,17 @@ class AtariGame:
 
     def reset(self) -> None:
         """Start a new episode and fill every stack slot with its first frame."""
-        if self._start_state is not None:
-            # reset_game() always reaches the same state; restoring it is ~150x cheaper.
-            # The screen is not part of the state, so reuse the frame kept at the start.
+        if self._start == _START_PENDING:  # the seeded reset already done by reseed()
+            self._start = _AT_START
+            self._after_reset(self._start_frame)
+        elif self._start_state is not None:
+            # On this ROM reset_game() always reaches the same state; restoring it is ~50x
+            # cheaper. The screen is not part of the state: reuse the frame kept at the start.
+            self._start = _MOVED
             self.ale.restoreState(self._start_state)
             self._after_reset(self._start_frame)
         else:
+            self._start = _MOVED
             self.ale.reset_game()
             self._after_reset(self._preprocess_screen(self._small[0]))
 
@@ -142,24 +192,25 @@ class AtariGame:
         """Play one agent step; returns ``(reward, terminated, truncated)``.
 
         Not done: the pooled frame is pushed onto the stack. Done: the stack is left as it
-        was (the seed discards the frames of a lost life); call :meth:`reset` or
+        was (the reference discards the frames of a lost life); call :meth:`reset` or
         :meth:`write_final_stack` next.
         """
         ale = self.ale
         opts = self.options
         ale_action = self.action_set[action]
-        self._stepped_since_seed = True
+        self._start = _MOVED
         episodic_life = opts.episodic_life
         lives_at_reset = self._lives_at_reset
         first_kept = self._first_kept
+        grab_gray = self._grab_gray
         reward = 0.0
         done = False
         for frame in range(opts.frame_skip):
             reward += ale.act(ale_action)
             if frame >= first_kept:
                 kept = frame - first_kept
-                ale.getScreenGrayscale(self._gray[kept])
-                if opts.maxpool == "seed":
+                grab_gray(self._gray[kept])
+                if opts.maxpool == "labml":
                     cv2.resize(self._gray[kept], self._dsize, dst=self._small[kept],
                                interpolation=cv2.INTER_AREA)
             if ale.game_over() or (episodic_life and ale.lives() < lives_at_reset):
@@ -180,11 +231,11 @@ class AtariGame:
         stack[:-1] = stack[1:]
         newest = stack[-1]
         if self._first_kept == self.options.frame_skip - 1:  # frame_skip 1: one kept frame
-            if self.options.maxpool == "seed":
+            if self.options.maxpool == "labml":
                 newest[:] = self._small[0]
             else:
                 cv2.resize(self._gray[0], self._dsize, dst=newest, interpolation=cv2.INTER_AREA)
-        elif self.options.maxpool == "seed":
+        elif self.options.maxpool == "labml":
             np.maximum(self._small[0], self._small[1], out=newest)
         else:
             np.maximum(self._gray[0], self._gray[1], out=self._gray[0])
@@ -194,7 +245,7 @@ class AtariGame:
         """Write the stack the ended episode would show next: the current stack shifted,
         with the current screen (gray, resized) as the newest frame.
 
-        The seed never shows this stack; gymnasium users get it as ``final_obs`` for
+        The reference never shows this stack; gymnasium users get it as ``final_obs`` for
         bootstrapping truncated episodes.
         """
         out[:-1] = self.stack[1:]

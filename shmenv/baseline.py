@@ -1,4 +1,4 @@
-"""The seed design, kept only as the comparison baseline.
+"""The labml design (the reference), kept only as the comparison baseline.
 
 This is a faithful, in-project implementation of the annotated PPO tutorial's Pipe-based
 workers: a gymnasium-made ``BreakoutNoFrameskip-v4`` per process, a float64 (4, 84, 84)
@@ -7,8 +7,12 @@ equivalence tests and every benchmark compare against it. Do not optimise it: it
 is the point.
 
 The only adaptations are the ones the world forced: gymnasium's five-value ``step`` and
-``(obs, info)`` reset, seeding through ``reset(seed=...)`` once, and (per DESIGN.md §1) a
-game over or the episode cap ending the 4-frame repeat just like a lost life.
+``(obs, info)`` reset, seeding through ``reset(seed=...)`` once (the first reset; every later
+one is unseeded, as the tutorial's ``env.seed(seed)`` once then ``reset()`` was), and a game
+over or the episode cap ending the 4-frame repeat just like a lost life (the tutorial's loop
+breaks only on a lost life and takes gym's done flag of its last frame; docs/exactness.md).
+The frame stack is pushed only while the episode goes on: after a done the fresh reset stack
+is returned untouched.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ def _gym_id(game: str) -> str:
 
 
 class Game:
-    """The seed's game: one gymnasium Atari env with its preprocessing and frame stack."""
+    """The reference's game: one gymnasium Atari env with its preprocessing and frame stack."""
 
     def __init__(self, seed: int, game: str = "Breakout") -> None:
         import ale_py
@@ -51,8 +55,8 @@ class Game:
             obs, r, terminated, truncated, _info = self.env.step(action)
             if i >= 2:
                 self.obs_2_max[i % 2] = self._process_obs(obs)
-            reward += r
-            lives = self.env.unwrapped.ale.lives()
+            reward += float(r)
+            lives = self.env.unwrapped.ale.lives()  # type: ignore[attr-defined]
             if lives < self.lives or terminated or truncated:
                 done = True
                 break
@@ -78,7 +82,7 @@ class Game:
         for i in range(4):
             self.obs_4[i] = obs
         self.rewards = []
-        self.lives = self.env.unwrapped.ale.lives()
+        self.lives = self.env.unwrapped.ale.lives()  # type: ignore[attr-defined]
         return self.obs_4
 
     @staticmethod
@@ -89,7 +93,7 @@ class Game:
 
 def worker_process(remote: multiprocessing.connection.Connection, seed: int,
                    game: str = "Breakout") -> None:
-    """The seed's worker loop: one command per message, every reply pickled whole."""
+    """The reference's worker loop: one command per message, every reply pickled whole."""
     env = Game(seed, game)
     while True:
         cmd, data = remote.recv()
@@ -105,7 +109,7 @@ def worker_process(remote: multiprocessing.connection.Connection, seed: int,
 
 
 class Worker:
-    """The seed's worker: a process and the trainer's end of its Pipe (``.child``)."""
+    """The reference's worker: a process and the trainer's end of its Pipe (``.child``)."""
 
     def __init__(self, seed: int, game: str = "Breakout") -> None:
         self.child, parent = multiprocessing.Pipe()
@@ -114,10 +118,10 @@ class Worker:
 
 
 def baseline_rollout(seed: int, actions: Any, game: str = "Breakout"):
-    """Play ``actions`` in one in-process seed :class:`Game`, yielding each step's result.
+    """Play ``actions`` in one in-process reference :class:`Game`, yielding each step's result.
 
     The first item is the reset stack; then ``(stack, reward, done, info)`` per action,
-    with the stack copied (the seed reuses its array).
+    with the stack copied (the reference reuses its array).
     """
     env = Game(seed, game)
     yield env.reset().copy()

@@ -29,14 +29,17 @@ Replies still in flight when a reset starts are dropped.
 from __future__ import annotations
 
 import enum
+import math
 import select
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import wait as wait_connections
 from typing import Any, cast
 
 import numpy as np
+from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 
-from shmenv.actions import check_actions
+from shmenv.actions import check_actions, check_env_ids
 from shmenv.pool import WorkerPool
 from shmenv.protocol import OP_STEP
 
@@ -48,6 +51,11 @@ class BatchState(enum.Enum):
     IDLE = "idle"  # nothing in flight
     IN_FLIGHT = "in flight"  # some workers were sent a command recv() has not returned
     RECEIVING = "receiving"  # a recv() chose its batch and was interrupted reading it
+    # gymnasium's async pair: every env was sent a step (or reset) by step_async (or
+    # reset_async) and step_wait (reset_wait) has not read the replies yet. The values are
+    # gymnasium's AsyncState names, used in its error messages.
+    WAITING_STEP = "step"
+    WAITING_RESET = "reset"
 
 
 class CommandFrames:
@@ -106,12 +114,14 @@ class AsyncBatcher:
         self._returned_ids: np.ndarray | None = None
         self._returned_workers: list[int] = []
         self._returned_slots: np.ndarray | None = None
-        self._send_mask = np.zeros(self.num_envs, dtype=bool)
         self._poller = select.poll() if hasattr(select, "poll") else None
+        self._waiting: BatchState | None = None  # a step_async/reset_async in flight
 
     def _move(self) -> None:
         """Set :attr:`state` from the bookkeeping, after every change to it."""
-        if self._chosen:
+        if self._waiting is not None:
+            self.state = self._waiting
+        elif self._chosen:
             self.state = BatchState.RECEIVING
         elif self._workers_in_flight:
             self.state = BatchState.IN_FLIGHT
@@ -134,17 +144,52 @@ class AsyncBatcher:
         """Block until every in-flight worker's reply is readable, so that the batch the
         next ``recv()`` picks no longer depends on scheduling (oldest sends win)."""
         conns = self._pool.conns
+        limit = self._pool.timeout
+        deadline = None if limit is None else time.monotonic() + limit
         waiting = {conns[w] for w in self.in_flight_workers}
         while waiting:
-            waiting -= set(wait_connections(list(waiting)))
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            ready = wait_connections(list(waiting), left)
+            if not ready and deadline is not None:
+                self._pool.timed_out([w for w in self.in_flight_workers
+                                      if conns[w] in waiting], limit, "in an async batch")
+            waiting -= set(ready)
+
+    def check_no_pending(self, what: str) -> None:
+        """Raise gymnasium's ``AlreadyPendingCallError`` if a ``step_async`` or
+        ``reset_async`` waits for its ``*_wait``."""
+        if self.state in (BatchState.WAITING_STEP, BatchState.WAITING_RESET):
+            raise AlreadyPendingCallError(
+                f"Calling {what} while waiting for a pending call to "
+                f"`{self.state.value}_async` to complete: call `{self.state.value}_wait()` "
+                "first", self.state.value)
 
     def check_idle(self, what: str) -> None:
+        self.check_no_pending(what)
         if self.state is not BatchState.IDLE:
             raise RuntimeError(
                 f"{what} steps every env, but {self.envs_in_flight} envs are in flight "
                 "from send() or an async-mode reset(): pass env_ids (step(actions, "
                 "infos['env_id']) is send + recv, as in envpool), or recv() them all first"
             )
+
+    # ------------------------------------------------------------------ gymnasium's pair
+    def start_call(self, state: BatchState) -> None:
+        """``step_async``/``reset_async`` sent every env a command (the caller checked
+        that none was pending, :meth:`check_idle`); the matching ``*_wait`` reads it."""
+        self._waiting = state
+        self._move()
+
+    def finish_call(self, state: BatchState) -> None:
+        """``step_wait``/``reset_wait`` is about to read the replies of its ``*_async``.
+        Cleared before reading: an interrupted wait loses the call (the next command
+        resynchronizes the pipes), as an interrupted ``step()`` does."""
+        if self.state is not state:
+            verb = state.value
+            raise NoAsyncCallError(f"Calling `{verb}_wait` without any prior call to "
+                                   f"`{verb}_async`.", verb)
+        self._waiting = None
+        self._move()
 
     # ------------------------------------------------------------------ send
     def send(self, actions: Any, env_ids: Any) -> None:
@@ -153,7 +198,7 @@ class AsyncBatcher:
             ids = cast(np.ndarray, env_ids)
             workers, slots = self._returned_workers, self._returned_slots
         else:
-            ids = self._env_ids if env_ids is None else self._check_env_ids(env_ids)
+            ids = self._env_ids if env_ids is None else check_env_ids(env_ids, self.num_envs)
             workers = self._workers_of(ids)
             slots = self._frames.action_slots[ids]
         actions = check_actions(actions, len(ids), self._num_actions, self._game)
@@ -203,7 +248,7 @@ class AsyncBatcher:
                                    f"{self.envs_in_flight} are in flight: send() actions "
                                    "for the envs a recv() returned (or reset()) first")
             self._pool.resynchronize()  # replies owed by an interrupted synchronous call
-            self._choose_ready_workers()
+            self._choose_ready_workers(self._pool.timeout)
         self._read_chosen()
         workers = sorted(self._chosen)
         for index in workers:
@@ -224,14 +269,19 @@ class AsyncBatcher:
         self._returned_ids, self._returned_workers = env_ids, workers
         return envs, env_ids
 
-    def _choose_ready_workers(self) -> None:
+    def _choose_ready_workers(self, timeout: float | None) -> None:
         """Pick ready workers until they make a batch; oldest sends first. Resumable: an
-        interrupted call (Ctrl-C) keeps what it chose for the next one."""
+        interrupted call (Ctrl-C) keeps what it chose for the next one. With a
+        ``timeout``, workers still silent after it are named in a WorkerTimeoutError."""
         need = self._batch_workers
         seq = self._send_seq
         chosen = self._chosen
+        deadline = None if timeout is None else time.monotonic() + timeout
         while len(chosen) < need:
-            ready = self._ready_workers(chosen)
+            ready = self._ready_workers(chosen, deadline)
+            if not ready and deadline is not None:
+                self._pool.timed_out([w for w, s in enumerate(seq) if s >= 0 and w not in
+                                      chosen], timeout, "in an async recv()")
             if len(ready) > need - len(chosen):
                 ready.sort(key=seq.__getitem__)
                 del ready[need - len(chosen):]
@@ -243,13 +293,17 @@ class AsyncBatcher:
         self._unread = list(chosen)
         self._move()
 
-    def _ready_workers(self, chosen: list[int]) -> list[int]:
-        """Block (in the kernel) until at least one in-flight, unchosen worker has replied."""
+    def _ready_workers(self, chosen: list[int], deadline: float | None) -> list[int]:
+        """Block (in the kernel) until at least one in-flight, unchosen worker has replied;
+        an empty list if ``deadline`` (``time.monotonic()``; None: none) passed first."""
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         if self._poller is not None:
-            return [self._fd_worker[fd] for fd, _event in self._poller.poll()]
+            events = (self._poller.poll() if left is None
+                      else self._poller.poll(math.ceil(left * 1000)))
+            return [self._fd_worker[fd] for fd, _event in events]
         conns = self._pool.conns
         waiting = [conns[w] for w, s in enumerate(self._send_seq) if s >= 0 and w not in chosen]
-        ready = wait_connections(waiting)
+        ready = wait_connections(waiting, left)
         return [index for index, conn in enumerate(conns) if conn in ready]
 
     def _read_chosen(self) -> None:
@@ -260,10 +314,12 @@ class AsyncBatcher:
             unread.pop(0)
 
     def drop_in_flight(self) -> None:
-        """Forget every reply still owed by the workers (before a reset); the pool
-        resynchronizes their pipes before the next command, even after Ctrl-C."""
+        """Forget every reply still owed by the workers (before a reset), also those of a
+        pending ``step_async``; the pool resynchronizes their pipes before the next
+        command, even after Ctrl-C."""
         if self.state is BatchState.IDLE:
             return
+        self._waiting = None
         if self._poller is not None:
             for index, s in enumerate(self._send_seq):
                 if s >= 0 and index not in self._chosen:
@@ -276,26 +332,8 @@ class AsyncBatcher:
         self._pool.unread_replies = True
 
     # ------------------------------------------------------------------ checks
-    def _check_env_ids(self, env_ids: Any) -> np.ndarray:
-        ids = np.asarray(env_ids)
-        if ids.ndim != 1 or ids.dtype.kind not in "iu":
-            raise TypeError(f"env_ids must be a 1-D array of ints, got {ids.dtype} "
-                            f"with shape {ids.shape}")
-        if ids.size and (ids.min() < 0 or ids.max() >= self.num_envs):
-            bad = ids[(ids < 0) | (ids >= self.num_envs)][0]
-            raise ValueError(f"env id {bad} is out of range: this env has ids "
-                             f"0..{self.num_envs - 1}")
-        return ids
-
     def _workers_of(self, ids: np.ndarray) -> list[int]:
         """The workers whose envs ``ids`` lists, which must be all of each one's envs."""
-        mask = self._send_mask
-        mask[:] = False
-        mask[ids] = True
-        if np.count_nonzero(mask) != len(ids):
-            raise ValueError("env_ids lists an env more than once")
-        if not len(ids):
-            raise ValueError("env_ids is empty")
         counts = np.bincount(self._worker_of_env[ids], minlength=len(self._ranges))
         partial = np.flatnonzero((counts > 0) & (counts != self._worker_sizes))
         if partial.size:

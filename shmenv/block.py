@@ -5,6 +5,9 @@ Layout (all offsets multiples of 64 bytes)::
     obs        (num_envs, stack, size, size) uint8   the stacks the envs write each step
     final_obs  (num_envs, stack, size, size) uint8   the last stack of an episode that just
                                                      ended (SAME_STEP autoreset's final_obs)
+    progress   (num_workers, 8) int64                per worker, on its own cache line: how
+                                                     many relayed steps it received and
+                                                     replied to (names a hung worker)
 
 Each env's slot is contiguous (28,224 bytes for (4, 84, 84), itself a multiple of 64, so
 slots never share a cache line) and ``obs`` is one ``(num_envs, 4, 84, 84)`` array view.
@@ -31,6 +34,8 @@ from shmenv.errors import SharedMemorySpaceError
 NAME_PREFIX = "shmenv_"
 SHM_DIR = "/dev/shm"
 _ALIGN = 64
+PROGRESS_ROW_BYTES = 64  # one cache line per worker: no two workers write the same line
+RECEIVED, REPLIED = 0, 1  # a worker's progress row: relayed steps received, replied to
 
 
 def _align(offset: int) -> int:
@@ -43,6 +48,7 @@ class BlockLayout:
 
     num_envs: int
     obs_shape: tuple[int, int, int]
+    num_workers: int = 0  # rows of `progress` (0: none; only relayed steps use them)
 
     @property
     def slot_bytes(self) -> int:
@@ -57,8 +63,12 @@ class BlockLayout:
         return _align(self.num_envs * self.slot_bytes)
 
     @property
-    def nbytes(self) -> int:
+    def progress_offset(self) -> int:
         return _align(self.final_obs_offset + self.num_envs * self.slot_bytes)
+
+    @property
+    def nbytes(self) -> int:
+        return self.progress_offset + self.num_workers * PROGRESS_ROW_BYTES
 
 
 def shm_free_bytes(path: str = SHM_DIR) -> int | None:
@@ -100,6 +110,8 @@ class SharedBlock:
         self.obs = whole[layout.obs_offset:layout.obs_offset + size].reshape(shape)
         self.final_obs = whole[layout.final_obs_offset:
                                layout.final_obs_offset + size].reshape(shape)
+        self.progress = whole[layout.progress_offset:layout.nbytes].view(np.int64).reshape(
+            layout.num_workers, PROGRESS_ROW_BYTES // 8)
         self._unmap = weakref.finalize(whole, shm.close)
         self._unmap.atexit = False  # at exit the OS unmaps; a live view must not be cut
 
@@ -118,7 +130,7 @@ class SharedBlock:
         try:
             # tmpfs allocates pages lazily; a write to a page it cannot back is a SIGBUS.
             # Reserving every page now turns that into ENOSPC here.
-            os.posix_fallocate(shm._fd, 0, needed)
+            os.posix_fallocate(shm._fd, 0, needed)  # type: ignore[attr-defined]
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV):
                 shm.close()
@@ -136,7 +148,7 @@ class SharedBlock:
         that exactly one unregister (by whoever unlinks it) can ever match it.
         """
         try:  # Python >= 3.13
-            shm = shared_memory.SharedMemory(name=name, track=False)
+            shm = shared_memory.SharedMemory(name=name, track=False)  # type: ignore[call-arg]
         except TypeError:
             register = resource_tracker.register
             resource_tracker.register = lambda *args, **kwargs: None
@@ -184,4 +196,4 @@ class SharedBlock:
         if self._closed:
             return
         self._closed = True
-        self.obs = self.final_obs = None  # type: ignore[assignment]
+        self.obs = self.final_obs = self.progress = None  # type: ignore[assignment]

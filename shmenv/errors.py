@@ -3,16 +3,50 @@
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import signal
 from typing import Any
+
+from gymnasium.error import ClosedEnvironmentError
 
 
 class ShmenvError(RuntimeError):
     """Base class of every shmenv runtime error."""
 
 
-class ClosedError(ShmenvError):
-    """A call on an env or Worker that was closed (by ``close()`` or after a failure)."""
+class ClosedError(ShmenvError, ClosedEnvironmentError):
+    """A call on an env or Worker that was closed (by ``close()`` or after a failure).
+
+    Also a gymnasium ``ClosedEnvironmentError``, what gymnasium's vector envs raise for the
+    same misuse, so code written for them catches it unchanged.
+    """
+
+
+class ForkedEnvError(ShmenvError):
+    """An env, Worker or pool used in a process forked from the one that created it.
+
+    Its workers answer only the process that started them: a forked child sending them
+    commands would silently desync the parent's env. Create envs in the child itself (after
+    the fork), or start children with the "spawn" method.
+    """
+
+
+class WorkerTimeoutError(ShmenvError, TimeoutError, multiprocessing.TimeoutError):
+    """A worker did not answer within the env's ``timeout`` (a hung, stopped or swapped-out
+    process). The message names the worker(s): index, pid, envs, and how long was waited.
+
+    The env is closed and the hung workers were killed. Also the builtin ``TimeoutError``
+    and ``multiprocessing.TimeoutError`` (what gymnasium's ``step_wait(timeout=...)``
+    raises), so handlers written for either catch it. ``workers`` holds the indices of the
+    workers that did not answer.
+    """
+
+    def __init__(self, message: str, workers: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.workers = workers
+
+    def __reduce__(self) -> tuple[type, tuple[str, tuple[int, ...]]]:
+        return type(self), (str(self), self.workers)
 
 
 class WorkerDiedError(ShmenvError):

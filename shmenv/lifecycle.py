@@ -25,10 +25,15 @@ class ClosableEnvMixin:
     def _forget_in_flight(self) -> None:
         """Drop the bookkeeping of requests still in flight (subclasses that keep some)."""
 
+    def _before_release(self, reason: str) -> None:
+        """Runs just before the finalizer stops what the env owns (subclasses that need to
+        tell a call waiting in another thread why its workers went away)."""
+
     def _shutdown(self, reason: str) -> None:
         if self._closed_reason is None:
             self._closed_reason = reason
         self._forget_in_flight()
+        self._before_release(self._closed_reason)
         self.closed = True
         self._finalizer()
 

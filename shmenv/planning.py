@@ -69,6 +69,27 @@ def check_relay_fanout(relay_fanout: int) -> int:
     return int(relay_fanout)
 
 
+def check_timeout(timeout: float | None, what: str = "timeout") -> float | None:
+    """A wait's limit in seconds: None (wait as long as it takes) or a finite number > 0."""
+    if timeout is None:
+        return None
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer,
+                                                               np.floating))
+            or not math.isfinite(timeout) or timeout <= 0):
+        raise ValueError(f"{what} must be None (no limit) or a finite number of seconds "
+                         f"> 0, got {timeout!r}")
+    return float(timeout)
+
+
+def relay_parents(children: Sequence[Sequence[int]]) -> list[int | None]:
+    """Each worker's parent in the relay tree (None for the root and unrelayed workers)."""
+    parents: list[int | None] = [None] * len(children)
+    for parent, kids in enumerate(children):
+        for child in kids:
+            parents[child] = parent
+    return parents
+
+
 def subtree_stops(ranges: Sequence[tuple[int, int]], children: Sequence[Sequence[int]]
                   ) -> list[int]:
     """Per worker, the end of the env range its relay subtree covers."""

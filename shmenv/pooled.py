@@ -27,12 +27,10 @@ from __future__ import annotations
 import collections
 import enum
 import functools
-import multiprocessing.process
 import os
 import pickle
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -41,7 +39,14 @@ from typing import Any
 import numpy as np
 
 from shmenv.block import BlockLayout, SharedBlock
-from shmenv.errors import ClosedError, ShmenvError, WorkerDiedError, WorkerError, describe_exit
+from shmenv.errors import (
+    ClosedError,
+    ForkedEnvError,
+    ShmenvError,
+    WorkerDiedError,
+    WorkerError,
+    describe_exit,
+)
 from shmenv.game import GameFactory
 from shmenv.games import GameOptions
 from shmenv.planning import spin_budget, split_envs
@@ -124,23 +129,6 @@ def _describe_process(seeds: Sequence[Any], ranges: Sequence[tuple[int, int]], i
     return f"shmenv pool process {index} (pid {pid}, serving the {worker_s} of seeds {listed})"
 
 
-# Every pool process started here. A child forked by ``os.fork`` inherits multiprocessing's
-# list of this process's children, and multiprocessing's exit handler terminates every
-# daemon on it: the child's exit would SIGTERM its parent's pool. The child forgets them.
-_pool_processes: weakref.WeakSet[BaseProcess] = weakref.WeakSet()
-
-
-def _forget_pool_processes() -> None:
-    children = getattr(multiprocessing.process, "_children", None)
-    if isinstance(children, set):
-        children.difference_update(_pool_processes)
-    _pool_processes.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool_processes)
-
-
 def drop_member(group: WorkerGroup, slot: int) -> None:
     """A member's finalizer: close it when its pipe is garbage-collected (not in a fork,
     where the parent's pool must keep running)."""
@@ -148,12 +136,9 @@ def drop_member(group: WorkerGroup, slot: int) -> None:
         group.close_member(slot, "the Worker was garbage-collected")
 
 
-def _release_all(conns: list, processes: list, block_box: list, creator: int) -> None:
+def _release_all(conns: list, processes: list, block_box: list) -> None:
     """Stop every process and close the block: a module-level function over plain lists, so
-    that the group's ``weakref.finalize`` does not keep the group alive. Does nothing in a
-    forked child, whose exit must leave its parent's pool running."""
-    if os.getpid() != creator:
-        return
+    that the group's ``weakref.finalize`` does not keep the group alive."""
     release(conns, processes)
     for block in block_box:
         block.close()
@@ -334,10 +319,11 @@ class WorkerGroup:
                      for p, (start, stop) in enumerate(ranges)]
             describe = functools.partial(_describe_process, tuple(self.seeds), tuple(ranges))
             self._pool = WorkerPool(specs, describe=describe, notes=FailureNotes())
-            self._finalizer = weakref.finalize(self, _release_all, self._pool.conns,
-                                               self._pool.processes, block_box, self._creator)
+            # Detached in a forked child (see WorkerPool.forked_away): its exit leaves the
+            # parent's pool running.
+            self._finalizer = self._pool.finalize(self, _release_all, self._pool.conns,
+                                                  self._pool.processes, block_box)
             self._pool.launch(self._context, name="shmenv-Workers-{index}")
-            _pool_processes.update(self._pool.processes)
         except BaseException as exc:
             self._fail_all(exc, "it failed to start")
             raise
@@ -550,7 +536,7 @@ class WorkerGroup:
     # ----------------------------------------------------------------- failures
     def _check_process(self) -> None:
         if os.getpid() != self._creator:
-            raise ShmenvError(
+            raise ForkedEnvError(
                 f"these shmenv Workers belong to process {self._creator}, and this is process "
                 f"{os.getpid()} (a fork): their pool cannot be used or closed from here. "
                 "Create Workers in the process that uses them.")

@@ -15,13 +15,9 @@ seed and ``num_envs`` produce the same trajectories.
 
 from __future__ import annotations
 
-import os
-import re
-import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -35,90 +31,27 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from shmenv.actions import check_actions
-from shmenv.errors import ClosedError, ShmenvError, WorkerDiedError, WorkerError
+from shmenv.actions import check_actions, check_env_ids
+from shmenv.errors import ClosedError
 from shmenv.games import GameOptions, resolve_game
 from shmenv.lifecycle import ClosableEnvMixin
 from shmenv.planning import check_autoreset_mode, env_seeds, split_envs
-from shmenv.vector import ShmVectorEnv
+from shmenv.ray_actors import (
+    ActorError,
+    ActorInfo,
+    ActorLostError,
+    ActorStartError,
+    RemoteEnvActor,
+    StepResult,
+    actor_error,
+    assemble_results,
+    merge_infos,
+    ray_reason,
+    release_actors,
+)
 
 STARTUP_TIMEOUT_S = 300.0
-_CLOSE_TIMEOUT_S = 10.0
-
-StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
-
-
-class ActorLostError(WorkerDiedError):
-    """A Ray actor (or the node it ran on) was lost while the learner waited for it."""
-
-
-class ActorError(WorkerError):
-    """A Ray actor's ShmVectorEnv raised; the message carries the actor's own error."""
-
-
-class ActorStartError(ShmenvError):
-    """Ray could not place or start an actor (too few CPUs in the cluster, a bad option)."""
-
-
-class _EnvActor:
-    """The code each Ray actor runs: one ShmVectorEnv on the actor's node.
-
-    ``step`` returns the ShmVectorEnv's obs view of shared memory as it is: Ray serialises
-    a method's return value (copying the array into its object store) before the actor
-    runs its next method, and the view only changes on the next step, so nothing outside
-    this process ever sees the shared block.
-    """
-
-    def __init__(self, game: str, num_envs: int, seeds: list[int] | None, num_workers: int,
-                 autoreset_mode: str, context: str | None,
-                 game_factory: Callable[..., Any] | None,
-                 game_options: dict[str, Any]) -> None:
-        self.env = ShmVectorEnv(game, num_envs, seed=seeds, num_workers=num_workers,
-                                copy=False, autoreset_mode=autoreset_mode, context=context,
-                                game_factory=game_factory, **game_options)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "pid": os.getpid(),
-            "node_ip": ray.util.get_node_ip_address(),
-            "worker_pids": list(self.env.worker_pids),
-            "seeds": list(self.env.seeds),
-            "num_actions": int(self.env.single_action_space.n),
-        }
-
-    def reset(self, seeds: list[int] | None) -> tuple[np.ndarray, dict[str, Any]]:
-        return self.env.reset(seed=seeds)
-
-    def step(self, actions: np.ndarray) -> StepResult:
-        return self.env.step(actions)
-
-    def close(self) -> None:
-        self.env.close()
-
-
-_RemoteEnvActor = ray.remote(max_restarts=0, max_task_retries=0)(_EnvActor)
-
-
-@dataclass
-class ActorInfo:
-    """Where one actor runs and which envs it owns, for error messages and tests."""
-
-    index: int
-    env_start: int
-    env_stop: int
-    pid: int | None = None
-    node_ip: str | None = None
-    worker_pids: tuple[int, ...] = ()
-    seeds: tuple[int | None, ...] = ()
-
-    def describe(self) -> str:
-        start, stop = self.env_start, self.env_stop
-        envs = f"env {start}" if stop - start == 1 else f"envs {start}-{stop - 1}"
-        where = ", ".join(part for part in (
-            f"node {self.node_ip}" if self.node_ip else "",
-            f"pid {self.pid}" if self.pid else "",
-        ) if part)
-        return f"shmenv Ray actor {self.index} ({envs}" + (f", {where})" if where else ")")
+__all__ = ["ActorError", "ActorLostError", "ActorStartError", "RayVectorEnv", "make"]
 
 
 class RayVectorEnv(ClosableEnvMixin, VectorEnv):
@@ -171,7 +104,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
     ) -> None:
         self._closed_reason: str | None = "it was never fully started"
         self._actors: list[Any] = []
-        self._finalizer = weakref.finalize(self, _release_actors, self._actors)
+        self._finalizer = weakref.finalize(self, release_actors, self._actors)
 
         options = GameOptions.from_kwargs(dict(game_options))  # bad options fail here
         rom = resolve_game(game)
@@ -215,7 +148,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
             ray.init(address=address)
         for info in self.actor_infos:
             actor_seeds = None if seed is None else seeds[info.env_start:info.env_stop]
-            self._actors.append(_RemoteEnvActor.options(
+            self._actors.append(RemoteEnvActor.options(
                 num_cpus=cpus_per_actor, scheduling_strategy=scheduling_strategy,
             ).remote(rom, info.env_stop - info.env_start, actor_seeds, workers_per_actor,
                      autoreset_mode.value, context, game_factory, dict(game_options)))
@@ -243,7 +176,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
                 f"Ray for {self.cpus_per_actor:g} CPUs; the cluster has {total:g} CPUs, "
                 f"{free:g} free. Add nodes, or lower workers_per_actor / cpus_per_actor."
             )
-        num_actions = None
+        num_actions = 0
         for index, ref in enumerate(refs):
             try:
                 description = ray.get(ref)
@@ -251,12 +184,12 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
                 info = self.actor_infos[index]
                 self._shutdown("it failed to start")
                 raise ActorStartError(f"{info.describe()} failed to start: "
-                                      f"{_ray_reason(exc)}") from None
+                                      f"{ray_reason(exc)}") from None
             info = self.actor_infos[index]
             info.pid, info.node_ip = description["pid"], description["node_ip"]
             info.worker_pids = tuple(description["worker_pids"])
             info.seeds = tuple(description["seeds"])
-            num_actions = description["num_actions"]
+            num_actions = int(description["num_actions"])
         return num_actions
 
     # ----------------------------------------------------------------- helpers
@@ -278,23 +211,10 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
                 self._fail(index, exc)
         raise AssertionError("unreachable: ray.get failed but no single result did")
 
-    def _fail(self, index: int, exc: BaseException) -> None:
+    def _fail(self, index: int, exc: BaseException) -> NoReturn:
         info = self.actor_infos[index]
-        cause = getattr(exc, "cause", None)
-        if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, ShmenvError):
-            kind = ActorLostError if isinstance(cause, WorkerDiedError) else ActorError
-            error: ShmenvError = kind(
-                f"{info.describe()} failed: its ShmVectorEnv (envs numbered from 0 within "
-                f"the actor) raised {type(cause).__name__}: {str(cause).rstrip('.')}")
-        elif isinstance(exc, ray.exceptions.RayTaskError):
-            error = ActorError(f"{info.describe()} raised {_ray_reason(exc)}")
-        else:
-            error = ActorLostError(
-                f"{info.describe()} was lost ({type(exc).__name__}: {_ray_reason(exc)})"
-            )
+        error = actor_error(info, exc)
         self._shutdown(f"{info.describe()} failed")
-        error.args = (error.args[0].rstrip(".") + ". Every actor was released and this env "
-                      "is closed; create a new one.",)
         raise error from None
 
     def _actors_for(self, env_ids: np.ndarray) -> list[int]:
@@ -310,24 +230,6 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
                     "are missing. Pass exactly the env ids recv() returned."
                 )
         return actors
-
-    def _assemble(self, results: list[StepResult], actor_indices: list[int],
-                  out: np.ndarray | None) -> StepResult:
-        obs_parts = [result[0] for result in results]
-        if out is None:
-            obs = np.concatenate(obs_parts)
-        else:
-            row = 0
-            for part in obs_parts:
-                out[row:row + len(part)] = part
-                row += len(part)
-            obs = out
-        rewards = np.concatenate([result[1] for result in results])
-        terminations = np.concatenate([result[2] for result in results])
-        truncations = np.concatenate([result[3] for result in results])
-        sizes = [len(part) for part in obs_parts]
-        infos = _merge_infos([result[4] for result in results], sizes)
-        return obs, rewards, terminations, truncations, infos
 
     # ----------------------------------------------------------------- sync API
     def reset(
@@ -362,7 +264,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
         for part in obs_parts:
             out[row:row + len(part)] = part
             row += len(part)
-        infos = _merge_infos([info for _, info in results], sizes)
+        infos = merge_infos([info for _, info in results], sizes)
         return (out.copy() if self.copy else out), infos
 
     def step(self, actions: Any) -> StepResult:
@@ -375,8 +277,8 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
         refs = [actor.step.remote(actions[info.env_start:info.env_stop])
                 for actor, info in zip(self._actors, self.actor_infos)]
         results = self._get_results(refs, list(range(self.num_actors)))
-        obs, *rest = self._assemble(results, list(range(self.num_actors)), self._obs)
-        return (obs.copy() if self.copy else obs, *rest)
+        obs, rewards, terminations, truncations, infos = assemble_results(results, self._obs)
+        return (obs.copy() if self.copy else obs), rewards, terminations, truncations, infos
 
     # ----------------------------------------------------------------- async API
     def send(self, actions: Any, env_ids: Any = None) -> None:
@@ -386,17 +288,8 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
         actors that are not already stepping: pass back the ids ``recv()`` returned.
         """
         self._check_open()
-        if env_ids is None:
-            env_ids = np.arange(self.num_envs)
-        env_ids = np.asarray(env_ids)
-        if env_ids.ndim != 1 or env_ids.dtype.kind not in "iu":
-            raise TypeError(f"env_ids must be a 1-D array of ints, got {env_ids!r}")
-        if env_ids.size == 0:
-            raise ValueError("env_ids is empty: nothing to send")
-        if env_ids.min() < 0 or env_ids.max() >= self.num_envs:
-            raise ValueError(f"env_ids must be in [0, {self.num_envs}), got {env_ids}")
-        if len(np.unique(env_ids)) != len(env_ids):
-            raise ValueError(f"env_ids has duplicates: {env_ids}")
+        env_ids = (np.arange(self.num_envs) if env_ids is None
+                   else check_env_ids(env_ids, self.num_envs))
         actions = check_actions(actions, len(env_ids), self._num_actions, self.game)
         actors = self._actors_for(env_ids)
         busy = [index for index in actors if index in self._in_flight]
@@ -437,8 +330,7 @@ class RayVectorEnv(ClosableEnvMixin, VectorEnv):
                                     ready_actors)
         for index in ready_actors:
             del self._in_flight[index]
-        obs, rewards, terminations, truncations, infos = self._assemble(
-            results, ready_actors, None)
+        obs, rewards, terminations, truncations, infos = assemble_results(results, None)
         infos["env_id"] = np.concatenate([
             np.arange(self.actor_infos[index].env_start, self.actor_infos[index].env_stop)
             for index in ready_actors
@@ -478,71 +370,3 @@ def make(
     return RayVectorEnv(game, num_envs, num_actors=num_actors, seed=seed, **kwargs)
 
 
-# --------------------------------------------------------------------- module helpers
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _ray_reason(exc: BaseException) -> str:
-    """A one-paragraph reason from a Ray exception, without Ray's traceback."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(exc, ray.exceptions.RayTaskError) and cause is not None:
-        return f"{type(cause).__name__}: {cause}"
-    text = _ANSI_ESCAPE.sub("", str(exc))  # Ray colours some names for terminals
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " ".join(lines[:3]) if lines else type(exc).__name__
-
-
-def _blank_rows(sample: np.ndarray, rows: int) -> np.ndarray:
-    if sample.dtype == object:
-        return np.full(rows, None, dtype=object)
-    return np.zeros((rows, *sample.shape[1:]), dtype=sample.dtype)
-
-
-def _merge_infos(parts: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
-    """Lay per-actor infos end to end, so row i of every array belongs to the i-th env of
-    the batch. A key some actors lack (no episode ended there) gets blank rows: zeros,
-    False masks, None objects."""
-    keys: list[str] = []
-    for part in parts:
-        keys.extend(key for key in part if key not in keys)
-    merged: dict[str, Any] = {}
-    for key in keys:
-        values = [part.get(key) for part in parts]
-        sample = next(value for value in values if value is not None)
-        if isinstance(sample, dict):
-            merged[key] = _merge_infos([value or {} for value in values], sizes)
-            continue
-        sample = np.asarray(sample)
-        merged[key] = np.concatenate([
-            _blank_rows(sample, rows) if value is None else np.asarray(value)
-            for value, rows in zip(values, sizes)
-        ])
-    return merged
-
-
-def _release_actors(actors: list[Any]) -> None:
-    """Close each actor's ShmVectorEnv (its workers exit, its block is freed), then kill
-    the actor so Ray frees its CPUs. Module-level so ``weakref.finalize`` can run it."""
-    if not actors:
-        return
-    if ray.is_initialized():
-        closing = []
-        for actor in actors:
-            try:
-                closing.append(actor.close.remote())
-            except Exception:  # noqa: BLE001 - a dead actor cannot close; kill it below
-                pass
-        deadline = time.monotonic() + _CLOSE_TIMEOUT_S
-        remaining = closing
-        while remaining and time.monotonic() < deadline:
-            try:
-                _, remaining = ray.wait(remaining, num_returns=len(remaining),
-                                        timeout=max(deadline - time.monotonic(), 0.0))
-            except Exception:  # noqa: BLE001
-                break
-        for actor in actors:
-            try:
-                ray.kill(actor, no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass
-    actors.clear()

@@ -9,7 +9,6 @@ main process is numpy over the batch, never a Python loop. Processes and pipes b
 from __future__ import annotations
 
 import multiprocessing
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ from gymnasium.vector.utils import batch_space
 
 from shmenv.actions import check_actions
 from shmenv.affinity import worker_cpus
-from shmenv.batching import AsyncBatcher, CommandFrames
+from shmenv.batching import AsyncBatcher, BatchState, CommandFrames
 from shmenv.block import BlockLayout, SharedBlock
 from shmenv.errors import ClosedError
 from shmenv.game import GameFactory
@@ -33,6 +32,7 @@ from shmenv.planning import (
     check_batch_size,
     check_num_envs,
     check_relay_fanout,
+    check_timeout,
     env_seeds,
     plan_workers,
     relay_tree,
@@ -91,6 +91,21 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
     ``cpu_affinity=True`` pins worker i to the i-th core this process may use (round-robin);
     a list of core ids pins them round-robin over that list. Where the platform has no
     ``os.sched_setaffinity`` a ``RuntimeWarning`` is issued and the workers run unpinned.
+
+    ``timeout`` (seconds; default None: wait as long as it takes, as gymnasium does): the
+    longest any call waits for a worker's reply after start-up (which has its own 120 s).
+    A worker that does not answer in time (stopped, deadlocked, swapped out) makes the call
+    raise :class:`shmenv.WorkerTimeoutError` naming it, its pid and envs; it is killed and
+    the env closed. Only with a timeout does a wait ``poll`` the pipe before reading.
+
+    gymnasium's async pair is here too: ``step_async(actions)`` / ``step_wait(timeout)``
+    and ``reset_async(seed, options)`` / ``reset_wait(timeout)``, with its
+    ``AlreadyPendingCallError`` and ``NoAsyncCallError``.
+
+    An env belongs to the process that created it: used from a forked child it raises
+    :class:`shmenv.ForkedEnvError`, and the child's exit leaves the parent's workers
+    alone (see docs/reliability.md). It cannot be pickled: create it where it is used
+    (give the other process the arguments of :func:`shmenv.make`).
     """
 
     def __init__(
@@ -109,6 +124,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         worker_spin_us: float | None = None,
         relay_fanout: int = DEFAULT_RELAY_FANOUT,
         raw_pipes: bool = True,
+        timeout: float | None = None,
         **game_options: Any,
     ) -> None:
         self._closed_reason: str | None = "it was never fully started"
@@ -121,6 +137,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
                                    multiprocessing.cpu_count())
         autoreset_mode = check_autoreset_mode(autoreset_mode)
         relay_fanout = check_relay_fanout(relay_fanout)
+        timeout = check_timeout(timeout)
 
         self.game = rom
         self.options = options
@@ -141,15 +158,20 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
                     else [[] for _ in range(self.num_workers)])
         spin_us = spin_budget(worker_spin_us, self.num_workers)
 
-        self._block = SharedBlock.create(BlockLayout(num_envs, options.obs_shape))
+        # Relayed steps count their progress in the block, to name a hung worker.
+        self._block = SharedBlock.create(BlockLayout(
+            num_envs, options.obs_shape, self.num_workers if self._relay else 0))
         specs = _worker_specs(
             self._block, self._env_ranges, self._seeds, self._worker_cpus, children,
             game=rom, options=options, same_step_autoreset=self._same_step,
             write_final_obs=self._same_step, game_factory=game_factory,
             spin_us=spin_us)
-        self._pool = WorkerPool(specs, raw_pipes=raw_pipes, on_failure=self._shutdown)
-        self._finalizer = weakref.finalize(self, _release, self._pool.conns,
-                                           self._pool.processes, self._block)
+        self._pool = WorkerPool(specs, raw_pipes=raw_pipes, on_failure=self._shutdown,
+                                timeout=timeout,
+                                progress=self._block.progress if self._relay else None)
+        self._pool.set_on_fork(self._forked)
+        self._finalizer = self._pool.finalize(self, _release, self._pool.conns,
+                                              self._pool.processes, self._block)
         try:
             num_actions = self._pool.start(context)
         except BaseException:
@@ -190,8 +212,12 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
     # ----------------------------------------------------------------- hot path
     def _check_open(self) -> None:
         if self._closed_reason is not None:
-            raise ClosedError(f"this ShmVectorEnv is closed ({self._closed_reason}); "
-                              "create a new one with shmenv.make(...)")
+            self._raise_closed()
+
+    def _raise_closed(self) -> None:
+        self._pool.check_process("this ShmVectorEnv")  # ForkedEnvError in a forked child
+        raise ClosedError(f"this ShmVectorEnv is closed ({self._closed_reason}); "
+                          "create a new one with shmenv.make(...)")
 
     def step(self, actions: Any, env_ids: Any = None) -> StepOutput:
         """Step every env once. See the class docstring for what ``obs`` is.
@@ -212,8 +238,85 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         else:
             self._frames.commands[self._frames.action_slots] = actions
             self._send_all(OP_STEP)
-            self._pool.read_from_all(self._reply_views)
+            self._pool.read_from_all(self._reply_views, when="in a step")
         return self._outputs.results()
+
+    # ----------------------------------------------------------------- gymnasium's pair
+    def step_async(self, actions: Any) -> None:
+        """Send every env its action and return at once; :meth:`step_wait` collects the
+        results (gymnasium's ``AsyncVectorEnv`` contract).
+
+        Raises:
+            AlreadyPendingCallError: a ``step_async``/``reset_async`` is still waiting for
+                its ``*_wait`` (gymnasium's error), or async batches are in flight.
+            ClosedError: the env is closed (also a gymnasium ``ClosedEnvironmentError``).
+        """
+        self._check_open()
+        actions = check_actions(actions, self.num_envs, self._num_actions, self.game)
+        self._batcher.check_idle("step_async(actions)")
+        self._pool.resynchronize()
+        if self._relay:
+            self._relay_actions[:] = actions
+            self._pool.send_relayed(self._relay_frame)
+        else:
+            self._frames.commands[self._frames.action_slots] = actions
+            self._send_all(OP_STEP)
+        self._batcher.start_call(BatchState.WAITING_STEP)
+
+    def step_wait(self, timeout: float | None = None) -> StepOutput:
+        """The results of the last :meth:`step_async`, as :meth:`step` returns them.
+
+        Args:
+            timeout: seconds to wait for every worker's reply; None: the env's own
+                ``timeout`` (by default none: wait as long as it takes).
+
+        Raises:
+            NoAsyncCallError: no ``step_async`` is pending (gymnasium's error).
+            WorkerTimeoutError: a worker did not answer in time; it is named, killed, and
+                the env closed (also the builtin and multiprocessing ``TimeoutError``).
+        """
+        self._check_open()
+        timeout = check_timeout(timeout)
+        self._batcher.finish_call(BatchState.WAITING_STEP)
+        limit = self._pool.timeout if timeout is None else timeout
+        if self._relay:
+            self._pool.read_relayed(self._all_replies, limit)
+        else:
+            self._pool.read_from_all(self._reply_views, limit, "in a step")
+        return self._outputs.results()
+
+    def reset_async(self, seed: int | Sequence[int] | None = None,
+                    options: dict[str, Any] | None = None) -> None:
+        """Start resetting every env and return at once; :meth:`reset_wait` collects the
+        observations. ``seed`` as in :meth:`reset`; results of async batches still in
+        flight are dropped.
+
+        Raises:
+            AlreadyPendingCallError: a ``step_async``/``reset_async`` is still waiting for
+                its ``*_wait`` (gymnasium's error).
+        """
+        self._check_open()
+        if options:
+            raise ValueError(f"ShmVectorEnv.reset takes no options, got {sorted(options)}")
+        self._batcher.check_no_pending("reset_async()")
+        self._batcher.drop_in_flight()
+        self._send_reset(seed)
+        self._batcher.start_call(BatchState.WAITING_RESET)
+
+    def reset_wait(self, timeout: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Every env's ``(obs, infos)`` after the last :meth:`reset_async`.
+
+        Args:
+            timeout: as in :meth:`step_wait`.
+
+        Raises:
+            NoAsyncCallError: no ``reset_async`` is pending (gymnasium's error).
+            WorkerTimeoutError: as in :meth:`step_wait`.
+        """
+        self._check_open()
+        timeout = check_timeout(timeout)
+        self._batcher.finish_call(BatchState.WAITING_RESET)
+        return self._read_reset(self._pool.timeout if timeout is None else timeout)
 
     def _send_all(self, opcode: int) -> None:
         """Send every worker its prepared frame with ``opcode``: one write per worker."""
@@ -239,19 +342,27 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         self._check_open()
         if options:
             raise ValueError(f"ShmVectorEnv.reset takes no options, got {sorted(options)}")
+        self._batcher.check_no_pending("reset()")
         if self.batch_size < self.num_envs:  # async mode: envpool's reset (shmenv.batching)
             self.async_reset(seed=seed)
             obs, _rewards, _terminations, _truncations, infos = self.recv()
             return obs, infos
-        seeds = None if seed is None else env_seeds(seed, self.num_envs)
         self._batcher.drop_in_flight()
+        self._send_reset(seed)
+        return self._read_reset(self._pool.timeout)
+
+    def _send_reset(self, seed: int | Sequence[int] | None) -> None:
+        """Send every worker a reset (or a reseed and its seeds)."""
+        seeds = None if seed is None else env_seeds(seed, self.num_envs)
         self._pool.resynchronize()
         self._send_all(OP_RESET if seeds is None else OP_RESEED)
         if seeds is not None:
             for index, (start, stop) in enumerate(self._env_ranges):
                 self._pool.send_object(index, seeds[start:stop])
             self._seeds = seeds
-        self._pool.read_from_all(self._reply_views)
+
+    def _read_reset(self, timeout: float | None) -> tuple[np.ndarray, dict[str, Any]]:
+        self._pool.read_from_all(self._reply_views, timeout, "in a reset")
         obs = self._block.obs.copy() if self.copy else self._block.obs
         return obs, {"lives": self._replies["lives"].copy(),
                      "_lives": np.ones(self.num_envs, dtype=bool)}
@@ -331,6 +442,28 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
     def envs_in_flight(self) -> int:
         """Envs sent a step (or reset) whose results ``recv()`` has not returned yet."""
         return self._batcher.envs_in_flight
+
+    @property
+    def timeout(self) -> float | None:
+        """The longest a call waits for a worker's reply, in seconds (None: no limit)."""
+        return self._pool.timeout
+
+    # ----------------------------------------------------------------- lifecycle
+    def _before_release(self, reason: str) -> None:
+        self._pool.closing = reason  # a call waiting in another thread: ClosedError
+
+    def _forked(self) -> None:
+        """In a forked child (see WorkerPool.forked_away): refuse every call."""
+        self._closed_reason = "it belongs to another process"
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Refuse to pickle: the env's worker processes, pipes and shared memory exist only
+        in this process, so a copy elsewhere could not work."""
+        raise TypeError(
+            "a ShmVectorEnv cannot be pickled: it owns worker processes and shared memory "
+            "that belong to this process. Send the other process the arguments of "
+            "shmenv.make(...) (or a function that calls it) and create the env there; to "
+            "run envs on other machines, use shmenv.ray.make(...).")
 
     def __repr__(self) -> str:
         return (f"ShmVectorEnv({self.game!r}, num_envs={self.num_envs}, "

@@ -24,7 +24,7 @@ import numpy as np
 
 from shmenv.affinity import pin_current_process
 from shmenv.atari import AtariGame  # imported here so that forked workers inherit it loaded
-from shmenv.block import BlockLayout, SharedBlock
+from shmenv.block import RECEIVED, REPLIED, BlockLayout, SharedBlock
 from shmenv.game import Game, GameFactory
 from shmenv.games import GameOptions
 from shmenv.protocol import (
@@ -226,6 +226,10 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
     write_final = spec.write_final_obs
     writer = ReplyWriter(replies)
     ongoing, ended = writer.ongoing, writer.ended
+    # Relayed steps received and replied to, in this worker's row of the block: when a
+    # relayed step hangs, the main finds the worker that holds it up there (WorkerPool).
+    progress = (memoryview(block.progress[spec.index])
+                if spec.index < spec.layout.num_workers else None)
     # Spin-then-sleep wait for the next command. A sleeping worker on an idle core (above
     # all in a VM) takes tens to hundreds of µs to wake, on every step's critical path. So
     # after replying, poll for up to `spin_window` (at most spec.spin_us and 10% of the step
@@ -285,6 +289,8 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
             continue
         relayed = None
         if opcode == OP_STEP | RELAY:
+            if progress is not None:
+                progress[RECEIVED] += 1
             relayed = relay.forward(opcode, subtree_actions)  # children first: they run
             opcode = OP_STEP  # while this worker steps its own envs
         error = None
@@ -328,6 +334,11 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
         if error is not None:
             conn.send_bytes(error)
             continue
-        conn.send_bytes(subtree_replies if relayed is not None else replies)
+        if relayed is not None:
+            conn.send_bytes(subtree_replies)
+            if progress is not None:
+                progress[REPLIED] += 1
+        else:
+            conn.send_bytes(replies)
         replied_at = perf_counter()
         spin_window = min(spin_cap, 0.1 * (replied_at - arrived))

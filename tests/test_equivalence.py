@@ -1,10 +1,11 @@
-"""Pixel-for-pixel equivalence with the seed's Pipe design (shmenv.baseline).
+"""Pixel-for-pixel equivalence with the labml design's Pipe workers (shmenv.baseline).
 
 For seeds 47-50 and a fixed random action stream, the drop-in Worker and ShmVectorEnv (two
 envs per worker) must reproduce the reference's stacks (uint8 vs float64 values), rewards,
-dones and episode infos on Breakout, Pong and Space Invaders, through several episode ends.
+dones and episode infos on Breakout, Pong and Space Invaders, through several episode ends
+(every other game: tests/test_exactness.py and bench/exact_sweep.py).
 
-The reference runs in-process (seed ``Game``), in a process pool to use both cores, and
+The reference runs in-process (``shmenv.baseline.Game``), in a process pool to use both cores, and
 records a digest of every stack; the uint8 bytes of two stacks are equal exactly when their
 digests are (BLAKE2b-128), so comparing digests is comparing every pixel. On a mismatch the
 test reports the first differing step.
@@ -47,7 +48,7 @@ def _reference(game: str, env_index: int) -> list:
                                                                             None)
         assert stack.dtype == np.float64 and stack.shape == (4, 84, 84)
         as_uint8 = stack.astype(np.uint8)
-        assert np.array_equal(as_uint8, stack), "seed stack holds non-integral values"
+        assert np.array_equal(as_uint8, stack), "reference stack holds non-integral values"
         out.append((_digest(as_uint8), reward, done, info))
     return out
 
@@ -66,12 +67,12 @@ def references() -> dict[str, list[list]]:
 def _assert_step_equal(game, env_index, step, ref, digest, reward, done, info):
     where = f"{game} seed {SEEDS[env_index]} step {step}"
     ref_digest, ref_reward, ref_done, ref_info = ref
-    assert digest == ref_digest, f"{where}: stack differs from the seed's"
+    assert digest == ref_digest, f"{where}: stack differs from the reference's"
     if step == 0:
         return
-    assert reward == ref_reward, f"{where}: reward {reward} != seed {ref_reward}"
-    assert done == ref_done, f"{where}: done {done} != seed {ref_done}"
-    assert info == ref_info, f"{where}: info {info} != seed {ref_info}"
+    assert reward == ref_reward, f"{where}: reward {reward} != reference {ref_reward}"
+    assert done == ref_done, f"{where}: done {done} != reference {ref_done}"
+    assert info == ref_info, f"{where}: info {info} != reference {ref_info}"
 
 
 @pytest.mark.parametrize("game", list(STEPS))
@@ -85,7 +86,7 @@ def test_reference_has_several_episode_ends(references, game):
 
 
 @pytest.mark.parametrize("game", list(STEPS))
-def test_vector_env_matches_seed(references, game, no_leaked_segments):
+def test_vector_env_matches_reference(references, game, no_leaked_segments):
     actions = _actions(game)
     with shmenv.make(game, num_envs=len(SEEDS), seed=SEEDS[0], num_workers=2) as env:
         assert env.single_action_space.n == NUM_ACTIONS[game]
@@ -107,7 +108,7 @@ def test_vector_env_matches_seed(references, game, no_leaked_segments):
 
 
 @pytest.mark.parametrize("game", list(STEPS))
-def test_dropin_worker_matches_seed(references, game, no_leaked_segments):
+def test_dropin_worker_matches_reference(references, game, no_leaked_segments):
     actions = _actions(game)
     workers = [shmenv.Worker(seed, game=game) for seed in SEEDS]
     try:

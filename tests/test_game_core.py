@@ -52,6 +52,16 @@ def test_game_options_validation():
     assert GameOptions(repeat_action_probability=0.25).fast_reset is False
 
 
+def test_maxpool_seed_is_a_deprecated_alias_of_labml():
+    with pytest.warns(DeprecationWarning, match='"labml"'):
+        options = GameOptions(maxpool="seed")
+    assert options.maxpool == "labml" == GameOptions().maxpool
+    old, new = AtariGame("Breakout", 2, options), AtariGame("Breakout", 2)
+    for action in action_stream(2, 30, 1, 4)[:, 0]:
+        assert old.step(int(action)) == new.step(int(action))
+    np.testing.assert_array_equal(old.stack, new.stack)
+
+
 def test_seed_matches_gymnasium_seeding():
     """ALE is seeded as gymnasium's AtariEnv.reset(seed=...) would seed it."""
     env = gym.make("ALE/Breakout-v5")
@@ -113,14 +123,14 @@ def test_standard_maxpool_equals_max_then_resize():
     assert compared > 150
 
 
-def test_standard_and_seed_maxpool_give_different_pixels():
-    seed_order = AtariGame("Breakout", 2)
+def test_standard_and_labml_maxpool_give_different_pixels():
+    labml_order = AtariGame("Breakout", 2)
     standard = AtariGame("Breakout", 2, GameOptions(maxpool="standard"))
     differs = False
     for action in action_stream(2, 60, 1, 4)[:, 0]:
-        seed_order.step(int(action))
+        labml_order.step(int(action))
         standard.step(int(action))
-        differs |= not np.array_equal(seed_order.stack[-1], standard.stack[-1])
+        differs |= not np.array_equal(labml_order.stack[-1], standard.stack[-1])
     assert differs
 
 
@@ -172,3 +182,32 @@ def test_worker_unknown_command_and_fresh_arrays(no_leaked_segments):
     assert worker.process.exitcode == 0
     with pytest.raises(shmenv.ClosedError):
         worker.child.send(("reset", None))
+
+
+def test_sticky_actions_drive_the_emulator_as_gymnasium_does():
+    """No reference exists for sticky actions: "exact" there means ALE runs as gymnasium's
+    NoFrameskip-v4 env with the same option and seed, resets included (real ones: the sticky
+    draws come from ALE's random generator)."""
+    game = AtariGame("Seaquest", 3, GameOptions(repeat_action_probability=0.25,
+                                                episodic_life=False))
+    assert game.reset_kind == "reset_game"
+    env = gym.make("SeaquestNoFrameskip-v4", repeat_action_probability=0.25)
+    env.reset(seed=3)
+    ale = env.unwrapped.ale
+    resets = 0
+    for step, action in enumerate(action_stream(3, 1200, 1, game.num_actions)[:, 0]):
+        reward, terminated, truncated = game.step(int(action))
+        expected = 0.0
+        for _ in range(4):
+            _, r, env_terminated, env_truncated, _ = env.step(int(action))
+            expected += r
+            if env_terminated or env_truncated:
+                break
+        assert reward == expected, f"step {step}"
+        np.testing.assert_array_equal(game.ale.getRAM(), ale.getRAM(), err_msg=f"step {step}")
+        if terminated or truncated:
+            game.reset()
+            env.reset()
+            resets += 1
+    assert resets >= 1
+    env.close()

@@ -12,9 +12,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import psutil
 import pytest
 
 import shmenv
+import shmenv.fakegames
 from shmenv.block import NAME_PREFIX, SHM_DIR
 from shmenv.fakegames import NUM_ACTIONS, CounterGame
 from tests.procs import all_gone
@@ -228,7 +231,8 @@ def test_tiny_dev_shm_gives_clear_error_before_any_worker_starts():
         event = json.loads(line)
         events.setdefault(event.pop("event"), []).append(event)
     free = events["free"][0]["free"]
-    needed = shmenv.block.BlockLayout(8, (4, 84, 84)).nbytes
+    # The child's env: 8 envs on 2 workers with relayed steps (one progress row each).
+    needed = shmenv.block.BlockLayout(8, (4, 84, 84), num_workers=2).nbytes
     for error in events["error"]:  # statvfs reading, then reservation (reading faked)
         assert error["type"] == "SharedMemorySpaceError", error
         assert f"{needed:,} bytes" in error["message"]
@@ -473,6 +477,44 @@ def test_gc_and_interpreter_exit_clean_up_everything():
     assert wait_until(lambda: all(gone(p) for p in leftovers), 10) is not None
     assert not segments_of(report["pid"])
     assert_quiet(proc.stderr)
+
+
+def test_close_from_another_thread_gives_the_stepping_thread_closed_error(
+        no_leaked_segments):
+    """close() while another thread steps flat out through the relay tree: the stepping
+    thread must see ClosedError, never the workers' exit as a death (before: 5 of 30
+    tries raised "WorkerDiedError: ... exited with code 0")."""
+    game = functools.partial(shmenv.fakegames.NullGame, episode_steps=9)
+    outcomes = []
+    for _attempt in range(30):
+        env = shmenv.make("Breakout", 4, num_workers=4, relay_fanout=2, game_factory=game)
+        env.reset()
+        errors: list[BaseException] = []
+
+        def step_until_closed(env=env, errors=errors) -> None:
+            try:
+                while True:
+                    env.step([1, 2, 3, 0])
+            except Exception as exc:  # noqa: BLE001 - checked below
+                errors.append(exc)
+
+        stepper = threading.Thread(target=step_until_closed)
+        stepper.start()
+        time.sleep(0.02)
+        env.close()
+        stepper.join(timeout=30)
+        assert not stepper.is_alive()
+        outcomes.append(f"{type(errors[0]).__name__}: {errors[0]}")
+    wrong = [outcome for outcome in outcomes if not outcome.startswith("ClosedError")]
+    assert not wrong, wrong[:3]
+
+
+def test_env_cannot_be_pickled_and_says_what_to_do_instead(counter_env):
+    with pytest.raises(TypeError, match="cannot be pickled") as info:
+        pickle.dumps(counter_env)
+    assert "shmenv.make" in str(info.value) and "shmenv.ray" in str(info.value)
+    counter_env.reset()  # unharmed
+    counter_env.step([0, 1, 2, 3])
 
 
 # --------------------------------------------------------------------------- 8. soak

@@ -22,6 +22,7 @@ each job are small and public so that tests can check they are right.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import pickle
@@ -248,6 +249,7 @@ def _hammer(shm_name: str, offset: int, writes: int, start: Any, result: Any,
             index: int) -> None:
     shm = shared_memory.SharedMemory(name=shm_name)
     buf = shm.buf
+    assert buf is not None  # open until shm.close()
     pack = RECORD.pack_into
     rest = record_values(0, index)[1:]  # built once: the loop times the write alone
     while not start.value:
@@ -289,7 +291,8 @@ def neighbour_writes(align: int, writes: int, num_writers: int = 2) -> tuple[flo
         start.value = 1
         for p in procs:
             p.join()
-        records = [np.frombuffer(seg.buf, REPLY_DTYPE, count=1, offset=off)[0].tolist()
+        records = [np.frombuffer(seg.buf, REPLY_DTYPE, count=1,  # type: ignore[arg-type]
+                                 offset=off)[0].tolist()
                    for seg, off in places]
         return 1e9 * float(np.median(list(result))) / writes, records
     finally:
@@ -353,7 +356,7 @@ class OneBlock:
 
     def close(self) -> None:
         self.views = []
-        self.obs = None
+        del self.obs  # drop the view before closing the segment under it
         self.segment.close()
         self.segment.unlink()
 
@@ -375,7 +378,7 @@ def run(num_envs: int = 8, seconds: float = 0.5) -> dict:
     out = np.zeros(STACK_SHAPE, np.uint8)
     for mode in TRANSPORTS:
         with Transport(mode) as transport:
-            us = per_call_us(lambda t=transport: t.fetch(out), seconds)
+            us = per_call_us(functools.partial(transport.fetch, out), seconds)
             rows.append(_row("a", mode, us, transport.bytes_per_step,
                              "Pipe round trip incl. producer", mode == "shared-memory"))
 
