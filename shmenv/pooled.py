@@ -45,11 +45,12 @@ from shmenv.errors import (
     ShmenvError,
     WorkerDiedError,
     WorkerError,
+    WorkerTimeoutError,
     describe_exit,
 )
 from shmenv.game import GameFactory
 from shmenv.games import GameOptions
-from shmenv.planning import spin_budget, split_envs
+from shmenv.planning import check_timeout, spin_budget, split_envs
 from shmenv.pool import (
     FAILURE_GRACE_S,
     RESYNC_TIMEOUT_S,
@@ -162,13 +163,16 @@ class WorkerGroup:
     ``len(os.sched_getaffinity(0))``); the group runs ``min(members, num_processes)``.
     ``context``: the multiprocessing start method (default: the platform's).
     ``worker_spin_us``: see :class:`shmenv.ShmVectorEnv`.
+    ``timeout`` (seconds; default None, no limit): a member's ``recv()`` that waits longer
+    for its process kills that process and raises :class:`shmenv.WorkerTimeoutError`
+    naming it and its Workers, each of which raises it once, as for a dead process.
     """
 
     _pool: WorkerPool  # set when the group starts
     _block: SharedBlock
 
     def __init__(self, num_processes: int | None = None, *, context: str | None = None,
-                 worker_spin_us: float | None = None) -> None:
+                 worker_spin_us: float | None = None, timeout: float | None = None) -> None:
         if num_processes is not None and (isinstance(num_processes, bool)
                                           or not isinstance(num_processes, (int, np.integer))
                                           or num_processes < 1):
@@ -176,6 +180,7 @@ class WorkerGroup:
                              f"{num_processes!r}")
         if worker_spin_us is not None:
             spin_budget(worker_spin_us, 1)  # the one check of the value
+        self._timeout = check_timeout(timeout)
         self._max_processes = int(num_processes) if num_processes else None
         self._context = context
         self._spin_us = worker_spin_us
@@ -493,11 +498,13 @@ class WorkerGroup:
 
     def _await(self, slot: int, timeout: float | None = None) -> None:
         """Send, then read replies of member ``slot``'s process until its own was read (or
-        ``timeout`` passed, or the process failed)."""
+        ``timeout`` passed, or the process failed). Without ``timeout``, the group's
+        ``timeout`` applies, and a process that overruns it is killed as hung."""
         if self._members[slot] is Member.RECORDED:
             self._flush_all()
         p = self._process[slot]
-        deadline = None if timeout is None else time.monotonic() + timeout
+        limit = timeout if timeout is not None else self._timeout
+        deadline = None if limit is None else time.monotonic() + limit
         conn = self._pool.conns[p]
         while self._members[slot] is Member.SENT:
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
@@ -507,6 +514,11 @@ class WorkerGroup:
             ready = conn.poll(remaining)
             self._busy = True
             if not ready:
+                if timeout is None:  # the group's timeout ran out: the process hangs
+                    self._pool.processes[p].kill()  # SIGKILL also ends a stopped process
+                    self._fail_process(p, WorkerTimeoutError(
+                        f"{self._pool.describe(p)} did not answer within {limit:g} s; it was "
+                        "killed and its Workers are closed now, create new ones", (p,)))
                 return
             self._read_reply(p)
 

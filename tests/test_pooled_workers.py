@@ -353,3 +353,22 @@ def test_bench_drop_in_runs_the_reference_loop_with_both_workers(monkeypatch):
     monkeypatch.undo()
     result = contenders.measure_dropin("Breakout", 4, seconds=0.3, warmup=0.1, seed=47)
     assert result["env_steps"] > 0 and result["env_steps"] % 4 == 0
+
+
+def test_a_hung_process_times_out_and_is_named():
+    group = WorkerGroup(num_processes=2, timeout=0.5)
+    workers = [shmenv.Worker(seed, game_factory=COUNTER, group=group) for seed in (47, 48, 49)]
+    step_all(workers, [0] * 3)
+    hung = workers[0].process  # serves the Workers of seeds 47 and 48
+    os.kill(hung.pid, signal.SIGSTOP)
+    for w in workers:
+        w.child.send(("step", 1))
+    for w in workers[:2]:
+        with pytest.raises(shmenv.WorkerTimeoutError, match=f"pid {hung.pid}.*seeds 47, 48"):
+            w.child.recv()
+    assert int(workers[2].child.recv()[1]) == 2 * NUM_ACTIONS + 1
+    hung.join(timeout=5)
+    assert hung.exitcode == -signal.SIGKILL
+    with pytest.raises(ValueError, match="timeout"):
+        WorkerGroup(timeout=0)
+    close_all(workers)
