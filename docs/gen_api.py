@@ -26,6 +26,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str, tuple[str, ...]]]]] = [
         ("shmenv", "ShmVectorEnv", ("reset", "step", "step_async", "step_wait",
                                     "reset_async", "reset_wait", "close")),
         ("shmenv", "Worker", ()),
+        ("shmenv", "WorkerGroup", ("start", "close")),
         ("shmenv", "AutoresetMode", ()),
     ]),
     ("Games and options", [

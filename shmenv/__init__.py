@@ -19,6 +19,7 @@ from shmenv.errors import (
     WorkerTimeoutError,
 )
 from shmenv.games import GameOptions, UnknownGameError, known_games, resolve_game
+from shmenv.pooled import WorkerGroup
 from shmenv.vector import ShmVectorEnv
 
 __version__ = "0.1.0"
@@ -81,6 +82,7 @@ __all__ = [
     "Worker",
     "WorkerDiedError",
     "WorkerError",
+    "WorkerGroup",
     "WorkerTimeoutError",
     "__version__",
     "envpool",

@@ -11,158 +11,93 @@ Change ``from game import Worker`` to ``from shmenv import Worker`` and nothing 
     stack, reward, done, info = workers[0].child.recv()  # info None or {"reward", "length"}
 
 The stack comes out of a shared-memory slot, never through the Pipe, as a fresh uint8 array
-the caller may keep (its values equal the reference's float64 ones). Only the command and a
-36-byte reply cross the Pipe.
+the caller may keep (its values equal the reference's float64 ones). Workers created
+together share one block and at most one process per core (a
+:class:`~shmenv.pooled.WorkerGroup`); this module decides which group a new Worker joins
+and speaks the reference's protocol on its end of it.
 """
 
 from __future__ import annotations
 
-import functools
 import operator
+import threading
 import weakref
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import numpy as np
 
-from shmenv.block import BlockLayout, SharedBlock
-from shmenv.errors import ClosedError, ShmenvError
 from shmenv.game import GameFactory
 from shmenv.games import GameOptions, resolve_game
-from shmenv.pool import FailureNotes, WorkerPool, release
-from shmenv.protocol import OP_RESET, OP_STEP, REPLY_DTYPE
-from shmenv.wire import header_as_int32
-from shmenv.worker import WorkerSpec
+from shmenv.pooled import GameConfig, WorkerGroup, current_group, drop_member
 
 _COMMANDS = ("reset", "step", "close")
-_NOTES = FailureNotes(died="; it is closed now, create a new Worker",
-                      died_while_starting="; it is closed now, create a new Worker",
-                      resync_timeout="", resync_died_when="after an interrupted call")
-
-
-def _describe(seed: int, _index: int, pid: int | None, _start: int, _stop: int) -> str:
-    return f"shmenv Worker(seed={seed}, pid {pid})"
+_PICKLE_HINT = ("it drives processes that belong to the process that created it; create "
+                "the Worker in the process that uses it (a pickled Worker could not reach "
+                "them)")
 
 
 class WorkerPipe:
     """The trainer's end of a shmenv Worker: ``send((cmd, data))`` and ``recv()`` as on the
-    reference's Pipe; the observation is read from shared memory."""
+    reference's Pipe; the observation is read from shared memory.
 
-    def __init__(self, pool: WorkerPool, block: SharedBlock) -> None:
-        self._pool = pool
-        self._block = block
-        self._ready = False
-        self._closed = False
-        self._num_actions = 0
-        self._awaiting: list[str] = []
-        # Set before an operation on the pipe starts and cleared after it ended, so that an
-        # exception (Ctrl-C) landing anywhere leaves the flag set for the next call.
-        self._sending = False  # a command may be half sent
-        self._reading = False  # a reply may be half read
-        self._command = np.zeros(3, dtype=np.int32)  # [pipe header, opcode, action]
-        self._command[0] = header_as_int32(8)
-        self._frame = self._command.data.cast("B")
-        self._reply = np.zeros(1, dtype=REPLY_DTYPE)
-        self._reply_bytes = self._reply.data.cast("B")
+    It keeps its group (and so its process) alive on its own: code that keeps only
+    ``Worker(seed).child`` keeps a working Worker, as with the reference.
+    """
 
-    def _describe(self) -> str:
-        return self._pool.describe(0)
+    def __init__(self, group: WorkerGroup, slot: int) -> None:
+        self._group = group
+        self._slot = slot
+        self._num_actions = 0  # known once the group has started
+        # Dropped without close(): its env goes idle, and its process stops with the last
+        # Worker it serves. Interpreter exit is the group's own finalizer's job.
+        finalizer = weakref.finalize(self, drop_member, group, slot)
+        finalizer.atexit = False
 
-    def _wait_ready(self) -> None:
-        if self._ready:
-            return
-        try:
-            self._num_actions = self._pool.wait_until_ready()
-        except BaseException:
-            self._shutdown()
-            raise
-        self._ready = True
-        self._block.unlink()  # the worker has mapped it; nothing can leak from here on
+    @property
+    def group(self) -> WorkerGroup:
+        return self._group
 
-    def _resync(self) -> None:
-        """After Ctrl-C cut a send or a read short: discard whatever is left in the pipe
-        (the interrupted command's reply is lost) so the next reply read is the right one."""
-        self._pool.unread_replies = True
-        self._pool.resynchronize()
-        self._awaiting.clear()
-        self._sending = self._reading = False
-
-    def _shutdown(self, _reason: str = "") -> None:
-        self._closed = True
-        release(self._pool.conns, self._pool.processes)
-        self._block.close()
+    @property
+    def slot(self) -> int:
+        """This Worker's index in its group (and its env's slot in the group's block)."""
+        return self._slot
 
     def send(self, message: tuple[str, Any]) -> None:
         try:
             cmd, data = message
         except (TypeError, ValueError):
             raise ValueError(f"send() takes a (command, data) pair, got {message!r}") from None
-        if self._closed:
-            if cmd == "close":
-                return  # closing twice is harmless, as close() is
-            raise ClosedError(f"{self._describe()} is closed; create a new Worker")
         if cmd not in _COMMANDS:
+            self._group.check_open(self._slot)
             raise NotImplementedError(f"unknown Worker command {cmd!r}; "
                                       f"the commands are {', '.join(map(repr, _COMMANDS))}")
         if cmd == "close":
-            self._shutdown()
+            self._group.close_member(self._slot)  # closing twice is harmless, as close() is
             return
-        self._wait_ready()
-        if cmd == "step":
-            action = _as_action(data, self._num_actions)
-            self._command[1], self._command[2] = OP_STEP, action
-        else:
-            self._command[1] = OP_RESET
-        if self._awaiting or self._sending or self._reading:
-            # One command in flight at a time, as the reference's trainers use a Worker: its
-            # slot holds one stack, which the new command will overwrite. A reply still
-            # unread (the caller moved on, e.g. after Ctrl-C) is dropped, not returned
-            # for this new command.
-            self._resync()
-        self._sending = True
-        self._awaiting.append(cmd)
-        self._pool.send_frame(0, self._frame, "before this command")
-        self._sending = False
+        if cmd == "reset":
+            self._group.send(self._slot, True, 0)
+            return
+        if not self._num_actions:
+            self._num_actions = self._group.num_actions_for(self._slot)
+        self._group.send(self._slot, False, _as_action(data, self._num_actions))
 
     def recv(self) -> Any:
-        if self._closed:
-            raise ClosedError(f"{self._describe()} is closed; create a new Worker")
-        if self._sending or self._reading:
-            self._resync()
-            raise ShmenvError("the reply to the command interrupted by Ctrl-C was discarded; "
-                              "send() a new command")
-        if not self._awaiting:
-            raise RuntimeError("recv() called with no command pending; send() one first")
-        try:
-            # Wait first: a Ctrl-C here leaves the reply in the pipe; recv() again reads it.
-            self._pool.conns[0].poll(None)
-        except (EOFError, OSError):
-            self._pool.worker_died(0, "while running a command")
-        self._reading = True
-        self._pool.read_reply_into(0, self._reply_bytes, "while running a command")
-        cmd = self._awaiting.pop(0)
-        self._reading = False
-        stack = self._block.obs[0].copy()
-        if cmd == "reset":
-            return stack
-        record = self._reply[0]
-        done = bool(record["terminated"] or record["truncated"])
-        info = ({"reward": float(record["episode_return"]),
-                 "length": int(record["episode_length"])} if done else None)
-        return stack, float(record["reward"]), done, info
+        return self._group.recv(self._slot)
 
     def poll(self, timeout: float | None = 0.0) -> bool:
-        if self._closed:
-            raise ClosedError(f"{self._describe()} is closed; create a new Worker")
-        return self._pool.conns[0].poll(timeout)
+        return self._group.poll(self._slot, timeout)
 
     def fileno(self) -> int:
-        if self._closed:
-            raise ClosedError(f"{self._describe()} is closed; create a new Worker")
-        return self._pool.conns[0].fileno()
+        """The pipe of this Worker's pool process, readable when it has a reply for any
+        of the Workers it serves: use :meth:`poll` to ask about this Worker alone."""
+        return self._group.fileno(self._slot)
 
     def close(self) -> None:
-        if not self._closed:
-            self._shutdown()
+        self._group.close_member(self._slot)
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"a shmenv Worker's child cannot be pickled: {_PICKLE_HINT}")
 
 
 def _as_action(data: Any, num_actions: int) -> int:
@@ -182,38 +117,50 @@ def _as_action(data: Any, num_actions: int) -> int:
     return action
 
 
-def _release(conns: list, processes: list, block: SharedBlock) -> None:
-    release(conns, processes)
-    block.close()
+# The group that Workers created without ``group=`` join while it is open: Workers created
+# one after another share it until the first command to any of them starts it.
+_open_group: weakref.ref[WorkerGroup] | None = None
+_open_group_lock = threading.Lock()
+
+
+def _group_for(config: GameConfig) -> WorkerGroup:
+    global _open_group
+    current = current_group()
+    if current is not None:
+        return current
+    with _open_group_lock:
+        group = _open_group() if _open_group is not None else None
+        if group is None or not group.accepts(config):
+            group = WorkerGroup()
+            _open_group = weakref.ref(group)
+        return group
 
 
 class Worker:
-    """Drop-in for the reference's ``Worker(seed)``: a process with its own shared-memory
-    slot.
+    """Drop-in for the reference's ``Worker(seed)``: one game whose stack is written into
+    a shared-memory slot, driven through ``.child`` with the reference's protocol
+    (``("reset", None)``, ``("step", action)``, ``("close", None)``).
 
-    ``.child`` speaks the reference's protocol (``("reset", None)``, ``("step", action)``,
-    ``("close", None)``); ``.process`` is the ``multiprocessing.Process``. Extra keyword
-    arguments are game options (see :class:`shmenv.games.GameOptions`).
+    Workers created one after another share one :class:`~shmenv.pooled.WorkerGroup`: one
+    block and at most one process per usable core, started at the first command sent to
+    any of them (see docs/migration.md). ``group=`` joins an explicit ``WorkerGroup``
+    instead, as does creating Workers inside ``with WorkerGroup(...):``. ``.process`` is
+    the process that serves this Worker (shared with the others it serves; asking for it
+    starts the group). Extra keyword arguments are game options (see
+    :class:`shmenv.games.GameOptions`); Workers of different games or options get
+    different groups.
     """
 
-    def __init__(self, seed: int, game: str = "Breakout", *,
+    def __init__(self, seed: int, game: str = "Breakout", *, group: WorkerGroup | None = None,
                  game_factory: GameFactory | None = None, **game_options: Any) -> None:
-        options = GameOptions.from_kwargs(game_options)
-        rom = resolve_game(game)
-        block = SharedBlock.create(BlockLayout(1, options.obs_shape))
-        spec = WorkerSpec(index=0, block_name=block.name, layout=block.layout, env_start=0,
-                          env_stop=1, game=rom, seeds=(seed,), options=options,
-                          same_step_autoreset=True, write_final_obs=False,
-                          game_factory=game_factory)
-        pool = WorkerPool([spec], describe=functools.partial(_describe, seed), notes=_NOTES,
-                          raw_pipes=False)
-        self.child = WorkerPipe(pool, block)
-        pool.set_on_failure(self.child._shutdown)
-        try:
-            pool.launch(name=f"shmenv-Worker-{seed}")
-        except BaseException:
-            release(pool.conns, pool.processes)
-            block.close()
-            raise
-        self.process = pool.processes[0]
-        self._finalizer = weakref.finalize(self, _release, pool.conns, pool.processes, block)
+        config = GameConfig(resolve_game(game), GameOptions.from_kwargs(game_options),
+                            game_factory)
+        group = group if group is not None else _group_for(config)
+        self.child = WorkerPipe(group, group.join(seed, config))
+
+    @property
+    def process(self) -> BaseProcess:
+        return self.child.group.process_of(self.child.slot)
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"a shmenv Worker cannot be pickled: {_PICKLE_HINT}")

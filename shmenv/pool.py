@@ -481,6 +481,38 @@ class WorkerPool:
             self.processes[index].kill()  # SIGKILL also ends a stopped process
         self.fail(WorkerTimeoutError(message, tuple(workers)))
 
+    # ----------------------------------------------------------------- one worker alone
+    # For an owner that handles each worker's failure on its own instead of failing the
+    # whole pool (the drop-in Workers' pool, shmenv.pooled): nothing here stops a worker
+    # or raises a shmenv error.
+    def try_send_frame(self, index: int, frame: memoryview) -> bool:
+        """Send worker ``index`` a prepared frame; False if its pipe is broken (it died)."""
+        try:
+            if self.raw_pipes:
+                write_frame(self.fds[index], frame)
+            else:
+                self.conns[index].send_bytes(frame[4:])
+        except OSError:
+            return False
+        return True
+
+    def read_reply_from(self, index: int, view: memoryview) -> bytes | None:
+        """Read worker ``index``'s reply into ``view`` as :meth:`read_reply_into` does, but
+        return an error report's bytes instead of raising it; EOFError or OSError means the
+        worker is gone."""
+        try:
+            if self.raw_pipes:
+                return read_frame_into(self.fds[index], self._header, view)
+            nbytes = self.conns[index].recv_bytes_into(view)
+        except multiprocessing.BufferTooShort as exc:
+            return bytes(exc.args[0])
+        return None if nbytes == len(view) else bytes(view[:nbytes])
+
+    def stop_worker(self, index: int, grace_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Stop worker ``index`` alone (SIGKILL after ``grace_s``) and close its pipe."""
+        stop_workers([self.conns[index]], [self.processes[index]], grace_s)
+        self.conns[index].close()
+
     # ----------------------------------------------------------------- failures
     def _raise_if_closing(self) -> None:
         """Another thread is closing the env: the worker it stopped did not fail."""

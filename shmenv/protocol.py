@@ -3,7 +3,9 @@
 All little-endian, no pickling on the hot path:
 
 * command: ``int32[1 + k]`` = ``[opcode, action_0, ..., action_{k-1}]``; a relayed step
-  (:data:`RELAY` set on :data:`OP_STEP`) holds the actions of the worker's whole subtree.
+  (:data:`RELAY` set on :data:`OP_STEP`) holds the actions of the worker's whole subtree;
+  :data:`OP_EACH` holds one command per env instead (an action, :data:`EACH_SKIP` or
+  :data:`EACH_RESET`), for drop-in Workers that share a worker.
 * reply:   ``k`` records of :data:`REPLY_DTYPE`, written by :class:`ReplyWriter`.
 * error:   :class:`ErrorReport`, encoded by :meth:`ErrorReport.encode`: a magic prefix and
   a pickle, padded so it is always longer than the reply it replaces; the main process
@@ -34,6 +36,7 @@ class Op(enum.IntEnum):
     RESEED = 3  # followed by one pickled message: the new per-env seeds
     CLOSE = 4
     SYNC = 5  # followed by a nonce in the same command; answered with SYNC_MAGIC + nonce
+    EACH = 6  # one command per env: an action (step), EACH_RESET, or EACH_SKIP (leave it)
 
 
 # Plain ints for the worker loop, which compares a numpy int32 against them every step.
@@ -42,6 +45,12 @@ OP_RESET = int(Op.RESET)
 OP_RESEED = int(Op.RESEED)
 OP_CLOSE = int(Op.CLOSE)
 OP_SYNC = int(Op.SYNC)
+OP_EACH = int(Op.EACH)
+# OP_EACH's codes besides actions (>= 0). A skipped env is not touched: its slot and its
+# record in the reply stay what its last command left, so a reply's skipped records repeat
+# the ones sent before (the drop-in Workers' pool relies on this; see shmenv.pooled).
+EACH_SKIP = -1
+EACH_RESET = -2
 RELAY = 0x100  # flag on OP_STEP: the command holds the actions of this worker's whole subtree
 
 _RECORD = struct.Struct("<dddiifiBBBBBxxx")
@@ -68,6 +77,9 @@ records that carry episode statistics: every done, except a lost life whose game
 RecordEpisodeStatistics rounds it) and ``episode_length`` are 0 unless ``episode_end``, so
 the main process can hand the columns out as they are, without per-env work."""
 assert _RECORD.size == 48
+REPLY_STRUCT = _RECORD
+"""The record as a ``struct.Struct``: one ``unpack_from`` reads one env's whole record,
+cheaper than numpy field access when a caller wants one env's values as Python objects."""
 
 
 class ReplyWriter:

@@ -29,7 +29,9 @@ from shmenv.envpool_game import EnvpoolAtariGame  # the same
 from shmenv.game import Game, GameFactory
 from shmenv.games import GameOptions
 from shmenv.protocol import (
+    EACH_RESET,
     OP_CLOSE,
+    OP_EACH,
     OP_RESEED,
     OP_RESET,
     OP_STEP,
@@ -248,6 +250,59 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
     skip_spins = 0
     replied_at = perf_counter()
 
+    # One env's reset and step, shared by the batch commands and the drop-in Workers' per-env
+    # ones (OP_EACH). A closure call costs ~0.1 µs per env against ~1 ms of emulation.
+    def reset_env(j: int, game: Game) -> None:
+        """An explicit reset command: a new episode (and game) now."""
+        game.reset()
+        needs_reset[j] = False
+        episode_started[j] = perf_counter()
+        ongoing(j, reward=0.0, raw_reward=0.0, lives=game.lives,
+                elapsed_step=game.elapsed_step, game_over=game.game_over)
+
+    def step_env(j: int, game: Game, action: int) -> None:
+        if needs_reset[j]:  # NEXT_STEP autoreset: this step only resets
+            needs_reset[j] = False
+            next_episode[j]()
+            if restart_clock[j]:
+                episode_started[j] = perf_counter()
+            ongoing(j, reward=0.0, raw_reward=0.0, lives=game.lives,
+                    elapsed_step=game.elapsed_step, game_over=game.game_over)
+            return
+        reward, terminated, truncated = game.step(action)
+        raw = reward
+        if clip:
+            reward = float((reward > 0.0) - (reward < 0.0))
+        if not (terminated or truncated):
+            ongoing(j, reward=reward, raw_reward=raw, lives=game.lives,
+                    elapsed_step=game.elapsed_step, game_over=False)
+            return
+        ended_at = perf_counter()
+        # Read before the reset: infos describe the step that ended.
+        lives, elapsed, over = game.lives, game.elapsed_step, game.game_over
+        episode_end = not games_go_on or truncated or over
+        if episode_end:
+            episode_time = round(ended_at - episode_started[j], 6)
+            episode_return = game.episode_return
+            episode_length = game.episode_length
+        else:
+            episode_time = episode_return = 0.0
+            episode_length = 0
+        if same_step:
+            if write_final:
+                game.write_final_stack(final_obs[j])
+            next_episode[j]()
+            if episode_end:
+                episode_started[j] = ended_at
+        else:
+            game.write_final_stack(game.stack)
+            needs_reset[j] = True
+            restart_clock[j] = episode_end
+        ended(j, reward=reward, raw_reward=raw, lives=lives, elapsed_step=elapsed,
+              game_over=over, terminated=terminated, truncated=truncated,
+              episode_end=episode_end, episode_return=episode_return,
+              episode_time=episode_time, episode_length=episode_length)
+
     while True:
         if skip_spins:
             skip_spins -= 1
@@ -273,47 +328,14 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
         try:
             if opcode == OP_STEP:
                 for j, game in enumerate(games):
-                    if needs_reset[j]:  # NEXT_STEP autoreset: this step only resets
-                        needs_reset[j] = False
-                        next_episode[j]()
-                        if restart_clock[j]:
-                            episode_started[j] = perf_counter()
-                        ongoing(j, reward=0.0, raw_reward=0.0, lives=game.lives,
-                                elapsed_step=game.elapsed_step, game_over=game.game_over)
-                        continue
-                    reward, terminated, truncated = game.step(int(actions[j]))
-                    raw = reward
-                    if clip:
-                        reward = float((reward > 0.0) - (reward < 0.0))
-                    if not (terminated or truncated):
-                        ongoing(j, reward=reward, raw_reward=raw, lives=game.lives,
-                                elapsed_step=game.elapsed_step, game_over=False)
-                        continue
-                    ended_at = perf_counter()
-                    # Read before the reset: infos describe the step that ended.
-                    lives, elapsed, over = game.lives, game.elapsed_step, game.game_over
-                    episode_end = not games_go_on or truncated or over
-                    if episode_end:
-                        episode_time = round(ended_at - episode_started[j], 6)
-                        episode_return = game.episode_return
-                        episode_length = game.episode_length
-                    else:
-                        episode_time = episode_return = 0.0
-                        episode_length = 0
-                    if same_step:
-                        if write_final:
-                            game.write_final_stack(final_obs[j])
-                        next_episode[j]()
-                        if episode_end:
-                            episode_started[j] = ended_at
-                    else:
-                        game.write_final_stack(game.stack)
-                        needs_reset[j] = True
-                        restart_clock[j] = episode_end
-                    ended(j, reward=reward, raw_reward=raw, lives=lives, elapsed_step=elapsed,
-                          game_over=over, terminated=terminated, truncated=truncated,
-                          episode_end=episode_end, episode_return=episode_return,
-                          episode_time=episode_time, episode_length=episode_length)
+                    step_env(j, game, int(actions[j]))
+            elif opcode == OP_EACH:  # drop-in Workers: each env has its own command
+                for j, game in enumerate(games):
+                    code = int(actions[j])
+                    if code >= 0:
+                        step_env(j, game, code)
+                    elif code == EACH_RESET:
+                        reset_env(j, game)
             elif opcode in (OP_RESET, OP_RESEED):
                 seeds = None
                 if opcode == OP_RESEED:
@@ -325,11 +347,7 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
                 for j, game in enumerate(games):
                     if seeds is not None:
                         game.reseed(seeds[j])
-                    game.reset()
-                    needs_reset[j] = False
-                    episode_started[j] = perf_counter()
-                    ongoing(j, reward=0.0, raw_reward=0.0, lives=game.lives,
-                            elapsed_step=game.elapsed_step, game_over=game.game_over)
+                    reset_env(j, game)
             elif opcode == OP_CLOSE:
                 return
             else:

@@ -269,6 +269,69 @@ def storm_iteration(env, worker, rng, state, stats, bad_examples) -> None:
     stats["worker_steps"] += 1
 
 
+def worker_storm(args) -> None:
+    """The interrupt storm on pooled drop-in Workers (``--num-envs`` of them in one group of
+    ``--num-workers`` processes) driven by the reference's send-to-all, receive-from-all
+    loop: every reply received must be its Worker's own for its latest action."""
+    stats = {"interrupts": 0, "rounds": 0, "replies": 0, "lost": 0, "bad": 0}
+    stop, armed = [], []
+
+    def count_interrupt(*_):
+        if armed:
+            stats["interrupts"] += 1
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGUSR1, lambda *_: stop.append(True))
+    group = shmenv.WorkerGroup(num_processes=args.num_workers)
+    workers = [shmenv.Worker(i, game_factory=functools.partial(CounterGame), group=group)
+               for i in range(args.num_envs)]
+    for w in workers:
+        w.child.send(("reset", None))
+        w.child.recv()
+    rng = np.random.default_rng(0)
+    sent = [0] * len(workers)  # the last action sent to each Worker
+    counts = [0] * len(workers)
+    bad_examples: list[str] = []
+    signal.signal(signal.SIGINT, count_interrupt)
+    emit("ready", workers=sorted({p.pid for p in group.processes}))
+    armed.append(True)
+    while True:
+        try:
+            while not stop:
+                try:
+                    for i, w in enumerate(workers):
+                        action = int(rng.integers(0, NUM_ACTIONS))
+                        w.child.send(("step", action))
+                        sent[i] = action
+                    for i, w in enumerate(workers):
+                        try:
+                            stack, reward, _done, _info = w.child.recv()
+                        except shmenv.ShmenvError as exc:
+                            if "discarded" not in str(exc):
+                                raise
+                            stats["lost"] += 1
+                            continue
+                        count = int(reward) // NUM_ACTIONS
+                        if (int(reward) % NUM_ACTIONS != sent[i] or count <= counts[i]
+                                or stack[0, 0, 0] != count % 256):
+                            stats["bad"] += 1
+                            bad_examples.append(f"Worker {i} action {sent[i]} reward {reward}")
+                        counts[i] = count
+                        stats["replies"] += 1
+                    stats["rounds"] += 1
+                except KeyboardInterrupt:
+                    pass
+            break
+        except KeyboardInterrupt:
+            continue
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pids = [p.pid for p in group.processes]
+    for w in workers:
+        w.child.close()
+    emit("end", bad_examples=bad_examples[:5], segments=own_segments(),
+         alive=[pid for pid in pids if pid_alive(pid)], **stats)
+
+
 def shm_too_small(args) -> None:
     """Run inside a private mount namespace whose /dev/shm is a tiny tmpfs."""
     import psutil
@@ -313,8 +376,9 @@ def shm_too_small(args) -> None:
         stack, *_ = worker.child.recv()
         steps_ok += int(stack[0, 0, 0]) == steps_ok + 1
     emit("full_worker", steps_ok=steps_ok)
-    try:
-        shmenv.Worker(2, game_factory=functools.partial(CounterGame))
+    try:  # its group, and so its block, starts at its first command
+        shmenv.Worker(2, game_factory=functools.partial(CounterGame)).child.send(
+            ("reset", None))
     except shmenv.SharedMemorySpaceError as exc:
         emit("worker_error", **error_fields(exc))
     else:
@@ -374,6 +438,7 @@ SCENARIOS = {
     "parent-sigkill": parent_sigkill,
     "ctrl-c": ctrl_c,
     "interrupt-storm": interrupt_storm,
+    "worker-storm": worker_storm,
     "shm-too-small": shm_too_small,
     "gc-exit": gc_and_exit,
 }

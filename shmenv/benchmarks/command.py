@@ -70,6 +70,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="compare shmenv's sync step with async batches (batch_size = "
                             "envs / 2) and pinned workers (same as --only "
                             "shmenv,shmenv-async,shmenv-pinned,shmenv-async-pinned)")
+    bench.add_argument("--drop-in", action="store_true",
+                       help="compare the drop-in shmenv.Worker with the Pipe baseline in the "
+                            "reference's send-to-all / receive-from-all loop, seeds "
+                            "--seed + i (same as --only shmenv,pipe,dropin)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     _outputs(bench)
     bench.set_defaults(func=run_throughput)
@@ -135,10 +139,13 @@ def run_throughput(args: argparse.Namespace) -> int:
     from shmenv.benchmarks import throughput
 
     only = args.only
-    if args.async_pinning:
-        if only:
-            raise ValueError("--async-pinning picks its own contenders; drop --only")
-        only = ",".join(throughput.ASYNC_PINNING)
+    for flag, names in (("async_pinning", throughput.ASYNC_PINNING),
+                        ("drop_in", throughput.DROP_IN)):
+        if getattr(args, flag):
+            if only:
+                raise ValueError(f"--{flag.replace('_', '-')} picks its own contenders; "
+                                 "drop --only and the other such flag")
+            only = ",".join(names)
     result = throughput.run(game=args.game, num_envs=args.num_envs, seconds=args.seconds,
                             rounds=args.rounds, warmup=args.warmup, seed=args.seed,
                             only=only, show_progress=not args.no_progress)

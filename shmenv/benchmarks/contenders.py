@@ -150,13 +150,30 @@ def measure_shmenv(game: str, num_envs: int, seconds: float, warmup: float, seed
 def measure_pipe(game: str, num_envs: int, seconds: float, warmup: float, seed: int) -> dict:
     """The labml design as a trainer drives it: send to all, receive from all, copy each
     stack into a (n, 4, 84, 84) uint8 batch."""
-    import gymnasium as gym
-
     from shmenv.baseline import Worker
 
-    num_actions = int(gym.make(gym_atari_id(game)).action_space.n)
+    return _measure_workers(Worker, game, num_envs, seconds, warmup, seed)
+
+
+def measure_dropin(game: str, num_envs: int, seconds: float, warmup: float, seed: int) -> dict:
+    """The same trainer loop with only the import changed: ``shmenv.Worker`` (Workers
+    created together share one block and a process per core)."""
+    from shmenv import Worker
+
+    return _measure_workers(Worker, game, num_envs, seconds, warmup, seed)
+
+
+def _measure_workers(worker_class: Any, game: str, num_envs: int, seconds: float,
+                     warmup: float, seed: int) -> dict:
+    """The reference's sampling loop over ``worker_class(seed, game)`` Workers: seeds
+    ``seed + i``, send to all, receive from all, each stack copied into one batch."""
+    import gymnasium as gym
+
+    action_space = gym.make(gym_atari_id(game)).action_space
+    assert isinstance(action_space, gym.spaces.Discrete)
+    num_actions = int(action_space.n)
     with MemorySampler() as sampler:
-        workers = [Worker(seed + i, game) for i in range(num_envs)]
+        workers = [worker_class(seed + i, game) for i in range(num_envs)]
         try:
             for w in workers:
                 w.child.send(("reset", None))

@@ -5,7 +5,8 @@ own fresh subprocess, warms up, then is timed for ``seconds``. Rounds are interl
 (A B C ... A B C ...) so that a noisy neighbour hurts every contender alike; the table shows
 medians and min–max over rounds. The defaults are a quick run; ``--rounds/--seconds`` give
 publication figures. ``--async-pinning`` compares shmenv's sync step with async batches
-and pinned workers instead.
+and pinned workers instead; ``--drop-in`` compares the drop-in ``shmenv.Worker`` with the
+Pipe baseline in the same trainer loop (and the vector env on the same work).
 """
 
 from __future__ import annotations
@@ -52,9 +53,12 @@ CONTENDERS: tuple[Contender, ...] = (
               default=False),
     Contender("shmenv-async-pinned", "shmenv async (batch n/2), pinned", "measure_shmenv",
               {"async_batch": True, "cpu_affinity": True}, default=False),
+    # The drop-in (``--drop-in``): the Pipe baseline's own loop with shmenv.Worker.
+    Contender("dropin", "shmenv Worker (drop-in)", "measure_dropin", default=False),
 )
 NAMES = tuple(c.name for c in CONTENDERS)
 ASYNC_PINNING = ("shmenv", "shmenv-async", "shmenv-pinned", "shmenv-async-pinned")
+DROP_IN = ("shmenv", "pipe", "dropin")
 
 # Plain ``shmenv bench``: a quick run, about a minute on 2 cores. Each measurement starts its
 # contender afresh (a few seconds per contender on a busy 2-core machine), so one round of
@@ -160,6 +164,7 @@ GOALS = (
     ("shmenv / pipe (goal >= 2.0)", "shmenv", "pipe"),
     ("shmenv / gymnasium (goal >= 1.5)", "shmenv", "gymnasium"),
     ("shmenv standard / envpool (goal >= 1.0)", "shmenv-standard", "envpool"),
+    ("drop-in Worker / pipe (goal >= 2.5)", "dropin", "pipe"),
 )
 
 
