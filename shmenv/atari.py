@@ -93,7 +93,48 @@ def _rom_path(rom: str) -> Path:
         raise UnknownGameError(f"ale-py ships no ROM file for {rom!r}")
     return path
 
-class AtariGame:
+
+
+def stack_slot(stack_out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """The array a game writes its stack into: ``stack_out`` (a slot of the shared block)
+    once checked, or a new one."""
+    if stack_out is None:
+        return np.zeros(shape, dtype=np.uint8)
+    if stack_out.shape != shape or stack_out.dtype != np.uint8:
+        raise ValueError(f"stack_out must be a {shape} uint8 array, got {stack_out.shape}"
+                         f" {stack_out.dtype}")
+    if not stack_out.flags.c_contiguous:
+        raise ValueError("stack_out must be C-contiguous")
+    return stack_out
+
+class AleFacts:
+    """What a worker reads of a game, the same for both Atari rule sets: the subclass sets
+    ``ale``, ``action_set`` and ``episode_length``."""
+
+    ale: ALEInterface
+    action_set: list[Action]
+    episode_length: int
+
+    @property
+    def num_actions(self) -> int:
+        return len(self.action_set)
+
+    @property
+    def lives(self) -> int:
+        return self.ale.lives()
+
+    @property
+    def game_over(self) -> bool:
+        """Whether the game is really over (not a lost life, not a cap)."""
+        return self.ale.game_over(with_truncation=False)
+
+    @property
+    def elapsed_step(self) -> int:
+        """Agent steps of the episode so far (of the game, under envpool's rules, where a
+        lost life ends an episode but not the game)."""
+        return self.episode_length
+
+class AtariGame(AleFacts):
     """One Atari game with the labml design's preprocessing, writing into ``stack_out``.
 
     Constructing the game (or :meth:`reseed`) does the seeded reset, as gymnasium's
@@ -118,15 +159,7 @@ class AtariGame:
     ) -> None:
         self.options = opts = options or GameOptions()
         self.rom = resolve_game(game)
-        shape = opts.obs_shape
-        if stack_out is None:
-            stack_out = np.zeros(shape, dtype=np.uint8)
-        if stack_out.shape != shape or stack_out.dtype != np.uint8:
-            raise ValueError(f"stack_out must be a {shape} uint8 array, got {stack_out.shape}"
-                             f" {stack_out.dtype}")
-        if not stack_out.flags.c_contiguous:
-            raise ValueError("stack_out must be C-contiguous")
-        self.stack = stack_out
+        self.stack = stack_slot(stack_out, opts.obs_shape)
 
         self.ale = ale = ALEInterface()
         ale.setFloat("repeat_action_probability", float(opts.repeat_action_probability))
@@ -201,24 +234,6 @@ class AtariGame:
         self._after_reset(self._preprocess_screen(self._start_frame))
         self._seed = seed
         self._start = _START_PENDING
-
-    @property
-    def num_actions(self) -> int:
-        return len(self.action_set)
-
-    @property
-    def lives(self) -> int:
-        return self.ale.lives()
-
-    @property
-    def game_over(self) -> bool:
-        """Whether the game is really over (not a lost life, not a cap)."""
-        return self.ale.game_over(with_truncation=False)
-
-    @property
-    def elapsed_step(self) -> int:
-        """Agent steps of the episode so far."""
-        return self.episode_length
 
     def _gray_from_rgb(self, out: np.ndarray) -> None:
         """The reference's gray (OpenCV's of the RGB screen), where ALE's own differs."""

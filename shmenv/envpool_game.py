@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from ale_py import Action, ALEInterface, LoggerMode, roms
 
-from shmenv.atari import ale_seed, has_fire, noop_draws
+from shmenv.atari import AleFacts, ale_seed, has_fire, noop_draws, stack_slot
 from shmenv.games import GameOptions, resolve_game
 
 ALEInterface.setLoggerMode(LoggerMode.Error)
@@ -36,7 +36,7 @@ _NOOP = Action.NOOP
 _FIRE = Action.FIRE
 
 
-class EnvpoolAtariGame:
+class EnvpoolAtariGame(AleFacts):
     """One Atari game with envpool's rules (see the module docstring).
 
     Constructing it (or :meth:`reseed`) does the seeded reset; the first :meth:`reset` after
@@ -55,18 +55,10 @@ class EnvpoolAtariGame:
                  stack_out: np.ndarray | None = None) -> None:
         self.options = opts = options or GameOptions(on_life_loss="end_episode")
         self.rom = resolve_game(game)
-        shape = opts.obs_shape
-        if stack_out is None:
-            stack_out = np.zeros(shape, dtype=np.uint8)
-        if stack_out.shape != shape or stack_out.dtype != np.uint8:
-            raise ValueError(f"stack_out must be a {shape} uint8 array, got {stack_out.shape}"
-                             f" {stack_out.dtype}")
-        if not stack_out.flags.c_contiguous:
-            raise ValueError("stack_out must be C-contiguous")
-        self.stack = stack_out
+        self.stack = stack_slot(stack_out, opts.obs_shape)
         channels = opts.channels
         # The stack as (frames, channels, height, width): frame k is one row.
-        self._frames = stack_out.reshape(opts.stack, channels, opts.height, opts.width)
+        self._frames = self.stack.reshape(opts.stack, channels, opts.height, opts.width)
         self._gray = opts.gray_scale
         self._dsize = (opts.width, opts.height)
         self._labml_order = opts.maxpool == "labml"
@@ -89,25 +81,6 @@ class EnvpoolAtariGame:
         self._seed: int | None = None
         self._start_pending = False
         self.reseed(seed)
-
-    # ----------------------------------------------------------------- facts
-    @property
-    def num_actions(self) -> int:
-        return len(self.action_set)
-
-    @property
-    def lives(self) -> int:
-        return self.ale.lives()
-
-    @property
-    def game_over(self) -> bool:
-        """Whether the game is really over (not a lost life, not a cap)."""
-        return self.ale.game_over(with_truncation=False)
-
-    @property
-    def elapsed_step(self) -> int:
-        """Agent steps of the current game (envpool's ``elapsed_step``)."""
-        return self.episode_length
 
     # ----------------------------------------------------------------- resets
     def reseed(self, seed: int | None) -> None:

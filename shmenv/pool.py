@@ -333,12 +333,7 @@ class WorkerPool:
     # ----------------------------------------------------------------- messages
     def send_frame(self, index: int, frame: memoryview, when: str = "") -> None:
         """Send worker ``index`` a prepared frame (its 4-byte header, then the payload)."""
-        try:
-            if self.raw_pipes:
-                write_frame(self.fds[index], frame)
-            else:
-                self.conns[index].send_bytes(frame[4:])
-        except OSError:
+        if not self.try_send_frame(index, frame):
             self.worker_died(index, when)
 
     def send_object(self, index: int, message: Any) -> None:
