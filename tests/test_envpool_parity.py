@@ -87,7 +87,7 @@ def _assert_same(where: str, theirs: tuple, ours: tuple, info_a: dict, info_b: d
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("task,episodic_life,reward_clip,use_fire_reset", _matrix())
+@pytest.mark.parametrize("task,episodic_life,reward_clip,use_fire_reset", list(_matrix()))
 def test_same_outputs_as_envpool(task, episodic_life, reward_clip, use_fire_reset):
     seen = compare(task, episodic_life=episodic_life, reward_clip=reward_clip,
                    use_fire_reset=use_fire_reset)
