@@ -19,6 +19,7 @@ from shmenv.benchmarks.harness import (
     Measurement,
     MemorySampler,
     action_stream,
+    step_function,
     time_step_loop,
 )
 from shmenv.games import resolve_game
@@ -221,15 +222,7 @@ def _measure_vector(make_env, num_envs: int, seconds: float, warmup: float, seed
             _obs, infos = env.reset(seed=seed)
             batch = batch or num_envs
             cycle = ActionCycle(action_stream(seed, batch, int(env.single_action_space.n)))
-            if batch < num_envs:
-                ready = {"ids": infos["env_id"]}
-
-                def step() -> None:
-                    env.send(cycle.next(), ready["ids"])
-                    ready["ids"] = env.recv()[-1]["env_id"]
-            else:
-                def step() -> None:
-                    env.step(cycle.next())
+            step = step_function(env, cycle, infos["env_id"] if batch < num_envs else None)
             result = time_step_loop(step, batch, warmup, seconds, sampler)
         finally:
             env.close()

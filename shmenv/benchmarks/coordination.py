@@ -26,6 +26,7 @@ from shmenv.benchmarks.harness import (
     MemorySampler,
     action_stream,
     run_rounds,
+    step_function,
     time_step_loop,
 )
 from shmenv.fakegames import NUM_ACTIONS
@@ -118,15 +119,7 @@ def measure_row(row: dict, seconds: float, warmup: float, seed: int = 0) -> dict
         try:
             _obs, infos = env.reset(seed=seed)
             cycle = ActionCycle(action_stream(seed, batch, NUM_ACTIONS))
-            if spec.async_batch:
-                ready = {"ids": infos["env_id"]}
-
-                def step() -> None:
-                    env.send(cycle.next(), ready["ids"])
-                    ready["ids"] = env.recv()[-1]["env_id"]
-            else:
-                def step() -> None:
-                    env.step(cycle.next())
+            step = step_function(env, cycle, infos["env_id"] if spec.async_batch else None)
             result = time_step_loop(step, batch, warmup, seconds, sampler)
         finally:
             env.close()

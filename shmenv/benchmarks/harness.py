@@ -168,6 +168,22 @@ class ActionCycle:
         return row
 
 
+def step_function(env: Any, cycle: ActionCycle, async_ids: Any = None) -> Callable[[], None]:
+    """One timed step of ``env`` with the cycle's next actions: ``step`` for a synchronous
+    env; for async batches (``async_ids``: the env ids its reset returned) ``send`` to the
+    ids the last ``recv`` returned, then ``recv``."""
+    if async_ids is None:
+        def step() -> None:
+            env.step(cycle.next())
+        return step
+    ready = {"ids": async_ids}
+
+    def async_step() -> None:
+        env.send(cycle.next(), ready["ids"])
+        ready["ids"] = env.recv()[-1]["env_id"]
+    return async_step
+
+
 class SubprocessError(RuntimeError):
     """A measurement subprocess failed; the message carries its stderr tail."""
 
