@@ -40,6 +40,7 @@ import numpy as np
 from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 
 from shmenv.actions import check_actions, check_env_ids
+from shmenv.all_envs import CommandFrames
 from shmenv.pool import WorkerPool
 from shmenv.protocol import OP_STEP
 
@@ -56,23 +57,6 @@ class BatchState(enum.Enum):
     # gymnasium's AsyncState names, used in its error messages.
     WAITING_STEP = "step"
     WAITING_RESET = "reset"
-
-
-class CommandFrames:
-    """The main's command buffer: one int32 array holding each worker's frame
-    ``[pipe header, opcode, its actions...]``, so sending a command is one write."""
-
-    def __init__(self, ranges: Sequence[tuple[int, int]], header: Any) -> None:
-        num_envs = ranges[-1][1]
-        self.commands = np.zeros(num_envs + 2 * len(ranges), dtype=np.int32)
-        self.opcode_slots = np.array([start + 2 * w + 1 for w, (start, _) in enumerate(ranges)])
-        self.action_slots = np.concatenate(
-            [np.arange(start, stop) + 2 * w + 2 for w, (start, stop) in enumerate(ranges)])
-        commands_bytes = self.commands.data.cast("B")
-        self.frames = []
-        for w, (start, stop) in enumerate(ranges):
-            self.commands[start + 2 * w] = header(4 * (1 + stop - start))
-            self.frames.append(commands_bytes[4 * (start + 2 * w): 4 * (stop + 2 * w + 2)])
 
 
 class AsyncBatcher:
