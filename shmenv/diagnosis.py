@@ -66,7 +66,7 @@ def process_state(pid: int | None) -> str:
 
 
 class Diagnosis:
-    """Words the errors of one pool's workers; raises nothing and stops nothing itself.
+    """Words the errors of one pool's workers: it returns them, the pool raises them.
 
     ``processes`` is the pool's own list, filled as the workers start; ``describe``
     names worker ``index`` from its pid and env range (:func:`describe_envs` by default).

@@ -89,7 +89,6 @@ class WorkerPool(ForkSafe):
         # exception (Ctrl-C) lands anywhere in between, the next call sees it set.
         self.unread_replies = False
         self.diagnosis = Diagnosis(self.specs, self.processes, describe, notes)
-        self._notes = notes
         self._on_failure: weakref.WeakMethod | None = None
         if on_failure is not None:
             self.set_on_failure(on_failure)
@@ -329,7 +328,7 @@ class WorkerPool(ForkSafe):
                 hung = self.relay_laggards() if index == 0 else [index]
                 self.timed_out(hung, limit, "after an interrupted call")
             except (EOFError, OSError):
-                self.worker_died(index, self._notes.resync_died_when)
+                self.worker_died(index, self.diagnosis.notes.resync_died_when)
         if self.progress is not None:  # the root answered: every relayed step it got is done
             self.relayed_steps = int(self.progress[0, RECEIVED])
         self.unread_replies = False
