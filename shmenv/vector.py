@@ -55,42 +55,10 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
     ``"final_obs"`` (an object array holding the ended episode's last stack for each env
     that finished, None elsewhere) and ``"_final_obs"``.
 
-    Advanced: ``context`` picks the multiprocessing start method ("fork", "spawn",
-    "forkserver"; default: the platform's). ``game_factory(game, seed, options, stack_out)``
-    replaces :class:`shmenv.atari.AtariGame` in the workers (it must be picklable and
-    implement :class:`shmenv.game.Game`); benchmarks use it to run a zero-cost game
-    (:mod:`shmenv.fakegames`).
+    Every constructor argument is documented once, on :func:`shmenv.make`.
 
     Async batches (``batch_size < num_envs``, envpool's API): ``send(actions, env_ids)`` and
     ``recv()``; see :mod:`shmenv.batching` and docs/scaling.md.
-
-    ``worker_spin_us``: after replying, a worker polls for its next command for up to this
-    long (and at most 10% of its step time, and only while commands do come that fast)
-    before sleeping, because waking a sleeping process costs every synchronous step tens
-    to hundreds of µs. Default: 500 when every worker can have a core of its own, else 0
-    (never spin on an oversubscribed machine). 0 turns it off.
-
-    ``raw_pipes`` (default True where the platform allows): the main reads and writes
-    multiprocessing's pipe framing on the raw descriptors (one ``readv`` per reply, see
-    :mod:`shmenv.wire`); False uses ``Connection`` calls instead, with the same results and
-    no relay tree.
-
-    ``relay_fanout`` (default 8): a synchronous ``step`` goes through a relay tree of the
-    workers with up to this many children each: the main process writes one command to
-    worker 0 and reads one reply for all envs, and workers pass slices down and replies up
-    (:class:`shmenv.worker.Relay`). This makes the main's cost per step nearly independent
-    of the number of workers. 0: the main writes to and reads from every worker itself.
-    Async batches always address workers one by one.
-
-    ``cpu_affinity=True`` pins worker i to the i-th core this process may use (round-robin);
-    a list of core ids pins them round-robin over that list. Where the platform has no
-    ``os.sched_setaffinity`` a ``RuntimeWarning`` is issued and the workers run unpinned.
-
-    ``timeout`` (seconds; default None: wait as long as it takes, as gymnasium does): the
-    longest any call waits for a worker's reply after start-up (which has its own 120 s).
-    A worker that does not answer in time (stopped, deadlocked, swapped out) makes the call
-    raise :class:`shmenv.WorkerTimeoutError` naming it, its pid and envs; it is killed and
-    the env closed. Only with a timeout does a wait ``poll`` the pipe before reading.
 
     gymnasium's async pair is here too: ``step_async(actions)`` / ``step_wait(timeout)``
     and ``reset_async(seed, options)`` / ``reset_wait(timeout)``, with its
