@@ -274,9 +274,9 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
             worker_obs, records = pickle.loads(payload)
             every_obs.extend(worker_obs)
             infos = self._merge(infos, records)
-        assert self._obs_buffer is not None
+        # A custom space has no buffer (None): concatenate returns a tuple for it.
         self._obs_buffer = concatenate(self.single_observation_space, every_obs,
-                                       self._obs_buffer)
+                                       self._obs_buffer)  # type: ignore[arg-type]
         return (deepcopy(self._obs_buffer) if self.copy else self._obs_buffer), infos
 
     def _merge(self, infos: dict[str, Any], records: list[tuple[Any, ...]]) -> dict[str, Any]:
