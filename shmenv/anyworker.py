@@ -68,6 +68,8 @@ class AnyWorkerSpec:
     same_observation_space: bool = True  # "same": spaces must be equal, else shape+dtype
     cpu: int | None = None
     spin_us: float = 0.0
+    spin_fraction: float = 0.1
+    spin_floor_us: float = 0.0
     relay_children: tuple[tuple[int, int, int], ...] = ()  # no relay here (see pool)
 
 
@@ -180,6 +182,8 @@ class EnvRunner:
         computed (at most ``spin_us``) before sleeping in ``recv``, because waking a
         sleeping process adds tens of µs to every synchronous step."""
         spin_cap = self.spec.spin_us * 1e-6
+        spin_fraction = self.spec.spin_fraction
+        spin_floor = self.spec.spin_floor_us * 1e-6
         spin_window = 0.0
         skip_spins = 0
         replied_at = perf_counter()
@@ -216,7 +220,7 @@ class EnvRunner:
                 reply = ErrorReport.from_exception(exc, self.spec.index).encode(0)
             conn.send_bytes(reply)
             replied_at = perf_counter()
-            spin_window = min(spin_cap, 0.1 * (replied_at - arrived))
+            spin_window = min(spin_cap, max(spin_floor, spin_fraction * (replied_at - arrived)))
 
     def _failed(self, exc: Exception, j: int) -> _EnvFailed:
         return _EnvFailed(ErrorReport.from_exception(exc, self.spec.index, self.start + j))
@@ -284,6 +288,8 @@ class EnvRunner:
             except Exception as exc:
                 raise self._failed(exc, j) from None
             self.needs_reset[j] = False
+            self.rewards[j] = 0.0  # what an async batch returns for a reset env
+            self.terminated[j] = self.truncated[j] = False
             if info:
                 records.append((self.start + j, info))
         return self._reply(records)
