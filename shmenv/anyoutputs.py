@@ -2,8 +2,7 @@
 
 Observations and the reward and flag columns are numpy copies of block views (the
 observations are the views themselves with ``copy=False``); infos come pickled, only from
-the envs that had one, and are merged in env order by gymnasium's own
-``VectorEnv._add_info``, so the ``_key`` masks and dtypes are exactly gymnasium's. A batch
+the envs that had one, and are merged as gymnasium merges them (:mod:`shmenv.anyinfos`). A batch
 of some envs (async ``recv``) is the same with the rows of those envs.
 """
 
@@ -15,34 +14,12 @@ from typing import Any
 
 import numpy as np
 from gymnasium import Space
-from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import concatenate, create_empty_array
 
+from shmenv.anyinfos import InfoMerger
 from shmenv.anyspaces import BlockViews
 
 StepResult = tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
-
-
-class InfoMerger:
-    """gymnasium's ``VectorEnv._add_info`` for a batch of ``num_envs`` envs (it sizes its
-    arrays by ``self.num_envs``)."""
-
-    _add_info: Any = VectorEnv._add_info
-
-    def __init__(self, num_envs: int) -> None:
-        self.num_envs = num_envs
-
-    def merge(self, infos: dict[str, Any], records: list[tuple[Any, ...]],
-              position: dict[int, int] | None = None) -> dict[str, Any]:
-        """Add the workers' info records (see :mod:`shmenv.anyworker`), in env order;
-        ``position`` maps an env to its row in a batch (None: the env index itself)."""
-        for record in records:
-            env = record[0] if position is None else position[record[0]]
-            if len(record) == 4:  # SAME_STEP: the episode ended, then the env was reset
-                infos = self._add_info(infos, {"final_obs": record[2],
-                                               "final_info": record[3]}, env)
-            infos = self._add_info(infos, record[1], env)
-        return infos
 
 
 def take(views: Any, rows: slice | np.ndarray) -> Any:
@@ -95,9 +72,10 @@ class AnyOutputs:
             return obs, infos
         every_obs: list[Any] = []
         for payload in payloads:
-            worker_obs, records = pickle.loads(payload)
+            worker_obs, packed = pickle.loads(payload)
             every_obs.extend(worker_obs)
-            infos = merge(infos, records)
+            if packed is not None:
+                infos = merge(infos, packed)
         self._obs_buffer = concatenate(self.space, every_obs,
                                        self._obs_buffer)  # type: ignore[arg-type]
         return (deepcopy(self._obs_buffer) if self.copy else self._obs_buffer), infos
@@ -117,9 +95,10 @@ class AnyOutputs:
             obs = take(views.obs, rows)
         else:
             for first, payload in payloads:
-                worker_obs, records = pickle.loads(payload)
+                worker_obs, packed = pickle.loads(payload)
                 self._last_obs[first:first + len(worker_obs)] = worker_obs
-                infos = merger.merge(infos, records, position)
+                if packed is not None:
+                    infos = merger.merge(infos, packed, position)
             buffer: Any = create_empty_array(self.space, n=len(env_ids), fn=np.zeros)
             obs = concatenate(self.space, [self._last_obs[env] for env in env_ids], buffer)
         infos["env_id"] = env_ids

@@ -5,12 +5,9 @@ The counterpart of :mod:`shmenv.worker` for any gymnasium env, started by the sa
 step it gets one message (``OP_STEP``; the actions are already in the block) and sends one
 back. Observations, rewards and flags go into the block; the reply is empty unless some env
 returned a non-empty info (or, under ``SAME_STEP``, ended its episode), and then holds one
-pickle of only those envs' records. Spaces that do not fit the block travel pickled: the
-actions in the command, every observation in the reply.
-
-Reply records, in env order: ``(env, info)``, or under ``SAME_STEP`` for an env whose
-episode ended ``(env, reset_info, final_obs, final_info)``. A pickled-observation reply is
-one pickle of ``(observations, records)``.
+pickle of only those envs' infos, packed by :func:`shmenv.anyinfos.pack_infos`. Spaces that
+do not fit the block travel pickled: the actions in the command, and every observation in
+the reply, one pickle of ``(observations, packed infos or None)``.
 
 Where the time goes (CartPole-v1, 32 envs per worker): ``env.step`` itself (~5 µs with
 gymnasium's wrappers) is most of it; per env the loop adds a bound-method call writing the
@@ -34,6 +31,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space, iterate
 
 from shmenv.affinity import pin_current_process
+from shmenv.anyinfos import pack_infos
 from shmenv.anyspaces import BlockPlan, BlockViews, obs_writer, select, snapshot
 from shmenv.block import BlockLayout, SharedBlock
 from shmenv.protocol import (
@@ -236,7 +234,8 @@ class EnvRunner:
         write_obs, needs_reset = self.write_obs, self.needs_reset
         rewards, terminated, truncated = self._rewards, self._terminated, self._truncated
         next_step, same_step, start = self.next_step, self.same_step, self.start
-        records: list[tuple[Any, ...]] = []
+        finals: list[tuple[int, Any, Any]] = []
+        infos: list[tuple[int, dict[str, Any]]] = []
         reward: Any
         j = 0
         try:
@@ -251,34 +250,36 @@ class EnvRunner:
                         if next_step:
                             needs_reset[j] = True
                         elif same_step:
-                            final_obs, final_info = obs, info
+                            finals.append((start + j, obs, info))
                             obs, info = env.reset()
-                            records.append((start + j, info, final_obs, final_info))
-                            info = None
                 write_obs(j, obs)
                 rewards[j] = reward
                 terminated[j] = term
                 truncated[j] = trunc
                 if info:
-                    records.append((start + j, info))
+                    infos.append((start + j, info))
         except Exception as exc:
             raise self._failed(exc, j) from None
         self.rewards[:] = rewards
         self.terminated[:] = terminated
         self.truncated[:] = truncated
-        return self._reply(records)
+        return self._reply(finals, infos)
 
-    def _reply(self, records: list[tuple[Any, ...]]) -> bytes:
+    def _reply(self, finals: list[tuple[int, Any, Any]],
+               infos: list[tuple[int, dict[str, Any]]]) -> bytes:
+        """The reply: empty, or one pickle of the packed infos (see shmenv.anyinfos) and,
+        for observations that do not fit the block, every observation of this worker."""
+        packed = pack_infos(finals, infos) if finals or infos else None
         if not self.obs_in_block:
-            return pickle.dumps((self.last_obs, records), PICKLE_PROTOCOL)
-        return pickle.dumps(records, PICKLE_PROTOCOL) if records else b""
+            return pickle.dumps((self.last_obs, packed), PICKLE_PROTOCOL)
+        return b"" if packed is None else pickle.dumps(packed, PICKLE_PROTOCOL)
 
     # ------------------------------------------------------------------ other commands
     def reset(self, seeds: Sequence[int | None], options: dict[str, Any] | None,
               mask: Sequence[bool] | None) -> bytes:
         """Reset the envs ``mask`` selects (all if None); the others keep their state and
         observation, as gymnasium's ``reset_mask`` does."""
-        records: list[tuple[Any, ...]] = []
+        infos: list[tuple[int, dict[str, Any]]] = []
         for j, env in enumerate(self.envs):
             if mask is not None and not mask[j]:
                 continue
@@ -291,8 +292,8 @@ class EnvRunner:
             self.rewards[j] = 0.0  # what an async batch returns for a reset env
             self.terminated[j] = self.truncated[j] = False
             if info:
-                records.append((self.start + j, info))
-        return self._reply(records)
+                infos.append((self.start + j, info))
+        return self._reply([], infos)
 
     def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """Call (or read) ``name`` on every env, as gymnasium's ``call`` does."""

@@ -159,3 +159,23 @@ def test_spaces_that_differ_between_envs_are_refused(no_leaked_segments):
     fns = [rich_env(0), rich_env(1, action_space=spaces.Discrete(4))]
     with pytest.raises(RuntimeError, match="env 1 has the action space"):
         shmenv.AsyncVectorEnv(fns, num_workers=1)
+
+
+def test_packed_infos_merge_exactly_as_gymnasium():
+    """Numbers travel as columns, the rest as records; the merge equals _add_info's, also
+    when the first env's value type decides a dtype, keys are missing or types mix."""
+    from shmenv.anyinfos import InfoMerger, pack_infos
+
+    per_env = [{"a": 1, "b": "x", "n": np.float32(0.5)}, {},
+               {"a": 2.5, "c": np.bool_(True), "n": np.float32(1.5)},
+               {"b": 3, "d": {"e": 1}, "arr": np.arange(2)}, {"a": np.int16(7), "f": True}]
+    merger = InfoMerger(len(per_env))
+    expected: dict = {}
+    for env, info in enumerate(per_env):
+        expected = merger._add_info(expected, info, env)
+    ours: dict = {}
+    for start, stop in ((0, 2), (2, 5)):  # two workers, merged in order
+        infos = [(env, per_env[env]) for env in range(start, stop) if per_env[env]]
+        ours = merger.merge(ours, pack_infos([], infos))
+    assert_same(ours, expected, "merged infos")
+    assert ours["a"].dtype == np.int64 and ours["n"].dtype == np.float32
