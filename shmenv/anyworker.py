@@ -66,8 +66,6 @@ class AnyWorkerSpec:
     same_observation_space: bool = True  # "same": spaces must be equal, else shape+dtype
     cpu: int | None = None
     spin_us: float = 0.0
-    spin_fraction: float = 0.1
-    spin_floor_us: float = 0.0
     relay_children: tuple[tuple[int, int, int], ...] = ()  # no relay here (see pool)
 
 
@@ -180,8 +178,6 @@ class EnvRunner:
         computed (at most ``spin_us``) before sleeping in ``recv``, because waking a
         sleeping process adds tens of µs to every synchronous step."""
         spin_cap = self.spec.spin_us * 1e-6
-        spin_fraction = self.spec.spin_fraction
-        spin_floor = self.spec.spin_floor_us * 1e-6
         spin_window = 0.0
         skip_spins = 0
         replied_at = perf_counter()
@@ -218,7 +214,7 @@ class EnvRunner:
                 reply = ErrorReport.from_exception(exc, self.spec.index).encode(0)
             conn.send_bytes(reply)
             replied_at = perf_counter()
-            spin_window = min(spin_cap, max(spin_floor, spin_fraction * (replied_at - arrived)))
+            spin_window = min(spin_cap, 0.1 * (replied_at - arrived))
 
     def _failed(self, exc: Exception, j: int) -> _EnvFailed:
         return _EnvFailed(ErrorReport.from_exception(exc, self.spec.index, self.start + j))
