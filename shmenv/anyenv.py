@@ -25,6 +25,7 @@ from gymnasium.vector.utils import batch_space, iterate
 from shmenv.anybatch import BatchMixin, ReadyBatches
 from shmenv.anycalls import AsyncState, CallState, EnvCallsMixin, Replies, command_frame
 from shmenv.anyoutputs import AnyOutputs, StepResult
+from shmenv.anyrelay import OP_RELAYED_STEP, split_relayed
 from shmenv.anyspaces import ActionWriter, BlockPlan, fits_block
 from shmenv.anystart import (
     check_concurrency,
@@ -34,7 +35,7 @@ from shmenv.anystart import (
 )
 from shmenv.errors import ClosedError
 from shmenv.lifecycle import ClosableEnvMixin
-from shmenv.planning import check_timeout, env_seeds
+from shmenv.planning import DEFAULT_RELAY_FANOUT, check_timeout, env_seeds
 from shmenv.protocol import OP_RESET, OP_STEP
 
 
@@ -72,6 +73,10 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
             (default: 500 when every worker can have a core, else 0).
         timeout: seconds any call may wait for a worker (None: no limit); a worker that
             does not answer is killed and named in a ``WorkerTimeoutError``.
+        relay_fanout: a synchronous step goes through a relay tree of the workers with up
+            to this many children each, so the main writes one command and reads one reply
+            whatever the number of workers (as ``shmenv.make``); 0: the main messages
+            every worker itself. Async batches and pickled actions address workers directly.
 
     Errors: an env that raises names its index, its worker and its traceback in a
     :class:`shmenv.WorkerError` (also an instance of the env's exception type when that is
@@ -96,6 +101,7 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
         cpu_affinity: bool | Sequence[int] = False,
         worker_spin_us: float | None = None,
         timeout: float | None = None,
+        relay_fanout: int = DEFAULT_RELAY_FANOUT,
     ) -> None:
         self._closed_reason: str | None = "it was never fully started"
         if worker is not None:
@@ -153,12 +159,13 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
             same_spaces=not isinstance(observation_mode, tuple), num_workers=num_workers,
             max_concurrency=self.max_concurrency, batch_size=batch_size,
             cpu_affinity=cpu_affinity, worker_spin_us=worker_spin_us, timeout=self.timeout,
-            context=context, daemon=daemon)
+            context=context, daemon=daemon, relay_fanout=relay_fanout)
         self._pool, self._block = started.pool, started.block
         self._finalizer = started.finalizer
         self._env_ranges, self._worker_cpus = started.ranges, started.cpus
         self.num_workers = len(started.ranges)
         self.batch_size = started.batch_size
+        self.relayed = started.relayed
         assert self._block.extra is not None
         self._views = plan.views(self._block.extra)
         self._write_actions = (None if self._views.actions is None
@@ -170,6 +177,8 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
                                    copy)
         self._step_frame = command_frame(OP_STEP)
         self._step_frames = [self._step_frame] * self.num_workers
+        self._relayed_frame = command_frame(OP_RELAYED_STEP)
+        self._silent = [b""] * self.num_workers  # a relayed reply from which none spoke
         self._closed_reason = None
 
     # ----------------------------------------------------------------- step
@@ -198,6 +207,11 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
             self._batches.check_idle("step_async(actions)")
         if self._write_actions is not None:
             self._write_actions(actions)
+            if self.relayed:  # one write to worker 0 (see shmenv.anyrelay)
+                self._pool.resynchronize()
+                self._pool.send_relayed(self._relayed_frame)
+                self._state.begin(AsyncState.WAITING_STEP)
+                return
             frames = self._step_frames
         else:  # actions the block cannot hold: pickled, each worker its own slice
             items = list(iterate(self.action_space, actions))
@@ -218,7 +232,13 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
         """
         self._check_open()
         self._state.end(AsyncState.WAITING_STEP)
-        return self._outputs.step_result(self._replies.read(timeout, "in a step"))
+        if self.relayed:
+            reply = self._replies.read(timeout, "in a step", (0,))[0]
+            self._pool.unread_replies = False
+            payloads = split_relayed(reply, self.num_workers) if reply else self._silent
+        else:
+            payloads = self._replies.read(timeout, "in a step")
+        return self._outputs.step_result(payloads)
 
     # ----------------------------------------------------------------- reset
     def reset(self, *, seed: int | Sequence[int | None] | None = None,

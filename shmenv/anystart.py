@@ -24,7 +24,15 @@ from shmenv.affinity import worker_cpus
 from shmenv.anyspaces import BlockPlan, RegionContext
 from shmenv.anyworker import AnyWorkerSpec, run_any_worker
 from shmenv.block import BlockLayout, SharedBlock
-from shmenv.planning import check_batch_size, plan_workers, spin_budget, split_envs
+from shmenv.planning import (
+    check_batch_size,
+    check_relay_fanout,
+    plan_workers,
+    relay_tree,
+    spin_budget,
+    split_envs,
+    subtree_stops,
+)
 from shmenv.pool import FailureNotes, WorkerPool, release
 
 NOTES = FailureNotes(
@@ -81,6 +89,7 @@ class Started:
     cpus: list[int | None]
     batch_size: int
     finalizer: weakref.finalize
+    relayed: bool  # synchronous steps go through the relay tree (shmenv.anyrelay)
 
 
 def start_workers(owner: Any, env_fns: Sequence[Callable[[], Env]], plan: BlockPlan, *,
@@ -88,7 +97,7 @@ def start_workers(owner: Any, env_fns: Sequence[Callable[[], Env]], plan: BlockP
                   num_workers: int | None, max_concurrency: int | None,
                   batch_size: int | None, cpu_affinity: bool | Sequence[int],
                   worker_spin_us: float | None, timeout: float | None,
-                  context: str | None, daemon: bool) -> Started:
+                  context: str | None, daemon: bool, relay_fanout: int) -> Started:
     """Create the block and start the workers (each makes its envs); wait until ready.
 
     ``owner`` (the env) gets ``_shutdown`` on a failure and ``_forked`` in a forked child;
@@ -107,9 +116,15 @@ def start_workers(owner: Any, env_fns: Sequence[Callable[[], Env]], plan: BlockP
     spin = spin_budget(worker_spin_us, workers)
     block = SharedBlock.create(BlockLayout(num_envs, (0, 0, 0), extra_bytes=plan.nbytes))
     fns = [CloudpickleWrapper(fn) for fn in env_fns]
+    # Relayed steps need the actions in the block and serve synchronous steps of 2+ workers.
+    relay = (check_relay_fanout(relay_fanout) > 0 and plan.actions is not None
+             and batch == num_envs and workers > 1)
+    children = (relay_tree(workers, relay_fanout) if relay else [[] for _ in ranges])
+    stops = subtree_stops(ranges, children)
     specs = [AnyWorkerSpec(index, block.name, block.layout, plan, start, stop,
                            tuple(fns[start:stop]), autoreset_mode, same_spaces, cpus[index],
-                           spin)
+                           spin, tuple((child, ranges[child][0], stops[child])
+                                       for child in children[index]))
              for index, (start, stop) in enumerate(ranges)]
     pool = WorkerPool(specs, notes=NOTES, on_failure=owner._shutdown, timeout=timeout,
                       target=run_any_worker, daemon=daemon)
@@ -122,7 +137,7 @@ def start_workers(owner: Any, env_fns: Sequence[Callable[[], Env]], plan: BlockP
         finalizer()
         raise
     block.unlink()  # every worker mapped it: from now on nothing can leak
-    return Started(pool, block, ranges, cpus, batch, finalizer)
+    return Started(pool, block, ranges, cpus, batch, finalizer, relay)
 
 
 def _release(conns: list, processes: list, block: SharedBlock) -> None:

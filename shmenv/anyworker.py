@@ -32,6 +32,7 @@ from gymnasium.vector.utils import batch_space, iterate
 
 from shmenv.affinity import pin_current_process
 from shmenv.anyinfos import pack_infos
+from shmenv.anyrelay import OP_RELAYED_STEP, AnyRelay
 from shmenv.anyspaces import BlockPlan, BlockViews, obs_writer, select, snapshot
 from shmenv.block import BlockLayout, SharedBlock
 from shmenv.protocol import (
@@ -66,7 +67,9 @@ class AnyWorkerSpec:
     same_observation_space: bool = True  # "same": spaces must be equal, else shape+dtype
     cpu: int | None = None
     spin_us: float = 0.0
-    relay_children: tuple[tuple[int, int, int], ...] = ()  # no relay here (see pool)
+    # Relayed steps (shmenv.anyrelay): (worker index, first env, env stop) of each child's
+    # subtree in the relay tree, in env order.
+    relay_children: tuple[tuple[int, int, int], ...] = ()
 
 
 def _check_spaces(env: Env, spec: AnyWorkerSpec, env_index: int) -> None:
@@ -119,7 +122,8 @@ def run_any_worker(conn: Connection, spec: AnyWorkerSpec, fds_to_close: tuple[in
             conn.send(("error", ErrorReport.from_exception(exc, spec.index)))
             return
         conn.send(("ready", None))
-        EnvRunner(spec, envs, views).serve(conn)
+        EnvRunner(spec, envs, views).serve(conn, AnyRelay(spec.index, spec.relay_children,
+                                                          child_conns))
     except (EOFError, OSError):
         # The main process is gone: remove the block's name if it never could (see
         # shmenv.worker.run_worker and docs/reliability.md).
@@ -172,11 +176,13 @@ class EnvRunner:
         self._truncated: list[Any] = [False] * count
 
     # ------------------------------------------------------------------ the loop
-    def serve(self, conn: Connection) -> None:
+    def serve(self, conn: Connection, relay: AnyRelay) -> None:
         """Answer commands until ``OP_CLOSE``. Spin-then-sleep as :func:`shmenv.worker._serve`
         does: after replying, poll for the next command for up to 10% of the step just
         computed (at most ``spin_us``) before sleeping in ``recv``, because waking a
-        sleeping process adds tens of µs to every synchronous step."""
+        sleeping process adds tens of µs to every synchronous step. A relayed step goes
+        to the children first, so that they step their envs while this worker steps its
+        own (see :mod:`shmenv.anyrelay`)."""
         spin_cap = self.spec.spin_us * 1e-6
         spin_window = 0.0
         skip_spins = 0
@@ -195,6 +201,10 @@ class EnvRunner:
             opcode = int.from_bytes(message[:4], "little")
             if opcode == OP_CLOSE:
                 return
+            relayed = None
+            if opcode == OP_RELAYED_STEP:
+                relayed = relay.forward()
+                opcode = OP_STEP
             try:
                 if opcode == OP_STEP:
                     reply = self.step(message)
@@ -212,6 +222,9 @@ class EnvRunner:
                 reply = failed.report.encode(0)
             except Exception as exc:
                 reply = ErrorReport.from_exception(exc, self.spec.index).encode(0)
+            if relayed is not None:
+                spin_until = perf_counter() + min(spin_cap, 0.1 * (perf_counter() - arrived))
+                reply = relay.collect(relayed, reply, spin_until)
             conn.send_bytes(reply)
             replied_at = perf_counter()
             spin_window = min(spin_cap, 0.1 * (replied_at - arrived))
