@@ -34,12 +34,12 @@ from shmenv.anystart import (
     start_workers,
 )
 from shmenv.errors import ClosedError
-from shmenv.lifecycle import ClosableEnvMixin
+from shmenv.lifecycle import PoolOwnerMixin
 from shmenv.planning import DEFAULT_RELAY_FANOUT, check_timeout, env_seeds
 from shmenv.protocol import OP_RESET, OP_STEP
 
 
-class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
+class AsyncVectorEnv(BatchMixin, EnvCallsMixin, PoolOwnerMixin, VectorEnv):
     """gymnasium's ``AsyncVectorEnv`` for any env: ``env_fns`` run in ``num_workers``
     processes, several envs each, observations in one shared-memory block.
 
@@ -312,27 +312,6 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
             logger.warn(f"Calling `close` while waiting for a pending call to "
                         f"`{state.state.value}` to complete.")
         super().close(**kwargs)
-
-    def _before_release(self, reason: str) -> None:
-        self._pool.closing = reason  # a call waiting in another thread: ClosedError
-
-    def _forked(self) -> None:
-        self._closed_reason = "it belongs to another process"
-
-    @property
-    def worker_pids(self) -> tuple[int, ...]:
-        """The worker processes' pids, in worker order."""
-        return tuple(int(process.pid or 0) for process in self._pool.processes)
-
-    @property
-    def worker_env_ranges(self) -> tuple[tuple[int, int], ...]:
-        """Each worker's envs as ``(start, stop)``, in worker order."""
-        return tuple(self._env_ranges)
-
-    @property
-    def worker_cpus(self) -> tuple[int | None, ...]:
-        """The core each worker is pinned to (None: unpinned)."""
-        return tuple(self._worker_cpus)
 
     def __repr__(self) -> str:
         workers = getattr(self, "num_workers", None)

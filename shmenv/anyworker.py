@@ -45,7 +45,7 @@ from shmenv.protocol import (
     ErrorReport,
     sync_marker,
 )
-from shmenv.worker import SPIN_BACKOFF_STEPS
+from shmenv.worker import SpinWait
 
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 # Names call() may not reach: they have their own commands (as gymnasium refuses them).
@@ -177,25 +177,13 @@ class EnvRunner:
 
     # ------------------------------------------------------------------ the loop
     def serve(self, conn: Connection, relay: AnyRelay) -> None:
-        """Answer commands until ``OP_CLOSE``. Spin-then-sleep as :func:`shmenv.worker._serve`
-        does: after replying, poll for the next command for up to 10% of the step just
-        computed (at most ``spin_us``) before sleeping in ``recv``, because waking a
-        sleeping process adds tens of µs to every synchronous step. A relayed step goes
+        """Answer commands until ``OP_CLOSE``, waiting for each with the Atari workers'
+        spin-then-sleep rule (:class:`shmenv.worker.SpinWait`). A relayed step goes
         to the children first, so that they step their envs while this worker steps its
         own (see :mod:`shmenv.anyrelay`)."""
-        spin_cap = self.spec.spin_us * 1e-6
-        spin_window = 0.0
-        skip_spins = 0
-        replied_at = perf_counter()
+        waiter = SpinWait(self.spec.spin_us)
         while True:
-            if skip_spins:
-                skip_spins -= 1
-            elif spin_window:
-                deadline = replied_at + spin_window
-                while not conn.poll(0):
-                    if perf_counter() > deadline:
-                        skip_spins = SPIN_BACKOFF_STEPS
-                        break
+            waiter.wait(conn)
             message = conn.recv_bytes()
             arrived = perf_counter()
             opcode = int.from_bytes(message[:4], "little")
@@ -223,11 +211,9 @@ class EnvRunner:
             except Exception as exc:
                 reply = ErrorReport.from_exception(exc, self.spec.index).encode(0)
             if relayed is not None:
-                spin_until = perf_counter() + min(spin_cap, 0.1 * (perf_counter() - arrived))
-                reply = relay.collect(relayed, reply, spin_until)
+                reply = relay.collect(relayed, reply, waiter.spin_until(arrived))
             conn.send_bytes(reply)
-            replied_at = perf_counter()
-            spin_window = min(spin_cap, 0.1 * (replied_at - arrived))
+            waiter.replied(arrived)
 
     def _failed(self, exc: Exception, j: int) -> _EnvFailed:
         return _EnvFailed(ErrorReport.from_exception(exc, self.spec.index, self.start + j))
