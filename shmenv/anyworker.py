@@ -80,10 +80,16 @@ def _check_spaces(env: Env, spec: AnyWorkerSpec, env_index: int) -> None:
     same_obs = (env.observation_space == single_obs if spec.same_observation_space
                 else is_space_dtype_shape_equiv(env.observation_space, single_obs))
     if not same_obs:
+        if spec.same_observation_space:
+            raise RuntimeError(
+                "AsyncVectorEnv(..., observation_mode='same') however the sub-environments "
+                f"observation spaces are not equivalent. env {env_index} has "
+                f"{env.observation_space}, env 0 {single_obs}. If this is intentional, use "
+                "`observation_mode='different'` instead.")
         raise RuntimeError(
-            f"env {env_index} has the observation space {env.observation_space}, not "
-            f"{single_obs} as env 0: AsyncVectorEnv(..., observation_mode='same') needs "
-            "equal observation spaces in every env.")
+            "AsyncVectorEnv(..., observation_mode='different' or custom space) however the "
+            f"sub-environment's observation spaces do not share a common shape and dtype: "
+            f"env {env_index} has {env.observation_space}, env 0 {single_obs}.")
     if env.action_space != spec.plan.action_space:
         raise RuntimeError(
             f"env {env_index} has the action space {env.action_space}, not "
@@ -222,10 +228,10 @@ class EnvRunner:
     def step(self, message: bytes) -> bytes:
         """Step every env once; autoreset as gymnasium's vector envs do (see module doc)."""
         actions: Iterator[Any]
-        if self.actions is not None:
-            actions = iterate(cast(Space, self.batch_action_space), snapshot(self.actions))
-        else:
+        if len(message) > 4:  # the actions came pickled (see ActionWriter)
             actions = iter(pickle.loads(message[4:]))
+        else:
+            actions = iterate(cast(Space, self.batch_action_space), snapshot(self.actions))
         write_obs, needs_reset = self.write_obs, self.needs_reset
         rewards, terminated, truncated = self._rewards, self._terminated, self._truncated
         next_step, same_step, start = self.next_step, self.same_step, self.start
