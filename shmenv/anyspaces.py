@@ -200,8 +200,9 @@ class ActionWriter:
     Calling it returns True once the actions are in the block, or False when they must
     travel pickled instead: a flat Box batch that is not an ndarray of the space's own
     dtype and shape, because gymnasium hands each env exactly what the caller gave (a
-    float64 scalar stays one, where a cast to the space's float32 would change it). Every
-    other space is checked and copied by :func:`write_actions`.
+    float64 scalar stays one, where a cast to the space's float32 would change it; a
+    scalar for a ``(1,)`` space stays a scalar). Every other space is checked and copied by
+    :func:`write_actions`.
     """
 
     def __init__(self, space: spaces.Space, views: Any) -> None:
@@ -216,13 +217,16 @@ class ActionWriter:
                     and actions.shape == views.shape):
                 np.copyto(views, actions)
                 return True
-            shape = np.shape(actions)
-            if shape != views.shape:
-                if not shape:
-                    raise TypeError(f"actions must be a batch of shape {views.shape} (one "
-                                    f"action of {self.space} per env), got {actions!r}")
-                raise ValueError(f"actions must have shape {views.shape} (one action of "
-                                 f"{self.space} per env), got shape {shape}")
+            # Anything else goes to the envs as gymnasium's iterate gives it, unchecked
+            # but for the count (gymnasium's own tests step Box envs with scalars).
+            try:
+                count = len(actions)
+            except TypeError:
+                raise TypeError(f"actions must be a batch of {len(views)} actions of "
+                                f"{self.space} (one per env), got {actions!r}") from None
+            if count != len(views):
+                raise ValueError(f"actions must hold {len(views)} actions of {self.space} "
+                                 f"(one per env), got {count}")
             return False
         write_actions(self.space, self.views, actions)
         return True

@@ -238,9 +238,9 @@ class EnvRunner:
         finals: list[tuple[int, Any, Any]] = []
         infos: list[tuple[int, dict[str, Any]]] = []
         reward: Any
-        j = 0
-        try:
-            for j, (env, action) in enumerate(zip(self.envs, actions, strict=True)):
+        failed: list[ErrorReport] = []
+        for j, (env, action) in enumerate(zip(self.envs, actions, strict=True)):
+            try:
                 if next_step and needs_reset[j]:
                     obs, info = env.reset()
                     reward, term, trunc = 0.0, False, False
@@ -259,8 +259,10 @@ class EnvRunner:
                 truncated[j] = trunc
                 if info:
                     infos.append((start + j, info))
-        except Exception as exc:
-            raise self._failed(exc, j) from None
+            except Exception as exc:  # the other envs still step, as under gymnasium
+                failed.append(ErrorReport.from_exception(exc, self.spec.index, start + j))
+        if failed:
+            raise _EnvFailed(ErrorReport.combine(failed))
         self.rewards[:] = rewards
         self.terminated[:] = terminated
         self.truncated[:] = truncated
