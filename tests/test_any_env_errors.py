@@ -254,3 +254,22 @@ def test_spawned_workers_run_lambdas(no_leaked_segments):
                                context="spawn") as envs:
         obs, _ = envs.reset(seed=0)
         assert obs.shape == (2, 4)
+
+
+def _broken_env():
+    raise RuntimeError("cannot make this env")
+
+
+def test_an_env_that_cannot_be_made_is_named(no_leaked_segments):
+    fns = [rich_env(0), rich_env(1), _broken_env, rich_env(3)]
+    with pytest.raises(shmenv.WorkerError, match=r"shmenv worker 1 \(pid \d+, envs 2-3\) failed "
+                                                 "to start: RuntimeError: cannot make this env"):
+        shmenv.AsyncVectorEnv(fns, num_workers=2)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+def test_cpu_affinity_pins_each_worker(no_leaked_segments):
+    cores = sorted(os.sched_getaffinity(0))
+    with make(4, cpu_affinity=True) as envs:
+        pinned = [os.sched_getaffinity(pid) for pid in envs.worker_pids]
+        assert pinned == [{cores[i % len(cores)]} for i in range(2)]
