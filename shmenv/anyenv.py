@@ -300,6 +300,12 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, PoolOwnerMixin, VectorEnv):
                         f"`{state.state.value}` to complete.")
         super().close(**kwargs)
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Refuse to pickle: the workers, pipes and block belong to this process."""
+        raise TypeError("a shmenv.AsyncVectorEnv cannot be pickled: it owns worker processes "
+                        "and shared memory of this process. Send the other process the env "
+                        "functions and create the AsyncVectorEnv there.")
+
     def __repr__(self) -> str:
         workers = getattr(self, "num_workers", None)
         return f"shmenv.AsyncVectorEnv(num_envs={self.num_envs}, num_workers={workers})"

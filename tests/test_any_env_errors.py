@@ -248,6 +248,14 @@ def test_forked_child_cannot_use_the_parents_env(no_leaked_segments):
     envs.close()
 
 
+def test_the_env_cannot_be_pickled(no_leaked_segments):
+    import pickle
+
+    with make(2) as envs:
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            pickle.dumps(envs)
+
+
 def test_spawned_workers_run_lambdas(no_leaked_segments):
     """env_fns are cloudpickled, as gymnasium does: lambdas work under spawn too."""
     with shmenv.AsyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2,
