@@ -23,8 +23,8 @@ from shmenv.errors import (
     WorkerTimeoutError,
     describe_exit,
 )
+from shmenv.processes import PoolSpec
 from shmenv.protocol import ErrorReport
-from shmenv.worker import WorkerSpec
 
 
 def describe_envs(index: int, pid: int | None, start: int, stop: int) -> str:
@@ -72,7 +72,7 @@ class Diagnosis:
     names worker ``index`` from its pid and env range (:func:`describe_envs` by default).
     """
 
-    def __init__(self, specs: Sequence[WorkerSpec], processes: Sequence[BaseProcess],
+    def __init__(self, specs: Sequence[PoolSpec], processes: Sequence[BaseProcess],
                  describe: Callable[[int, int | None, int, int], str],
                  notes: FailureNotes) -> None:
         self.specs = specs

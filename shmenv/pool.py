@@ -21,13 +21,14 @@ from shmenv.planning import check_timeout
 from shmenv.processes import (
     FAILURE_GRACE_S,
     SHUTDOWN_TIMEOUT_S,
+    PoolSpec,
     launch_workers,
     release,
     resynchronize,
     stop_workers,
 )
 from shmenv.wire import RAW_PIPES, read_frame_into, write_frame
-from shmenv.worker import WorkerSpec
+from shmenv.worker import run_worker
 
 # Importable from here as before: the drop-in Workers' group and other owners use them.
 __all__ = ["FAILURE_GRACE_S", "RESYNC_TIMEOUT_S", "SHUTDOWN_TIMEOUT_S", "STARTUP_TIMEOUT_S",
@@ -67,12 +68,17 @@ class WorkerPool(ForkSafe):
     Its errors are worded by :class:`shmenv.diagnosis.Diagnosis`.
     """
 
-    def __init__(self, specs: Sequence[WorkerSpec], *,
+    def __init__(self, specs: Sequence[PoolSpec], *,
                  describe: Callable[[int, int | None, int, int], str] = describe_envs,
                  notes: FailureNotes = _VECTOR_ENV_NOTES, raw_pipes: bool = RAW_PIPES,
                  on_failure: Callable[[str], None] | None = None,
-                 timeout: float | None = None, progress: np.ndarray | None = None) -> None:
-        self.specs = tuple(specs)
+                 timeout: float | None = None, progress: np.ndarray | None = None,
+                 target: Callable[..., None] = run_worker, daemon: bool = True) -> None:
+        self.specs: tuple[PoolSpec, ...] = tuple(specs)
+        # The worker process's entry point, called as target(conn, spec, fds_to_close,
+        # relay_child_conns): the Atari worker, or the generic one (shmenv.anyworker).
+        self._target = target
+        self._daemon = daemon
         self.timeout = check_timeout(timeout)
         # Why the owner is closing the pool (None while open): a worker that exits while a
         # call waits on it is then reported as ClosedError, not as a death.
@@ -109,7 +115,8 @@ class WorkerPool(ForkSafe):
     def launch(self, context: str | None = None, name: str = "shmenv-worker-{index}") -> None:
         """Start every worker process without waiting for it (see :meth:`wait_until_ready`).
         ``context``: the start method ("fork", "spawn", "forkserver"; None: the default)."""
-        launch_workers(context, self.specs, name, self.conns, self.processes)
+        launch_workers(context, self.specs, name, self.conns, self.processes,
+                       target=self._target, daemon=self._daemon)
         self.fds[:] = [conn.fileno() for conn in self.conns]
 
     def wait_until_ready(self) -> int:

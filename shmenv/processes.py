@@ -13,18 +13,35 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from shmenv.protocol import OP_CLOSE, sync_command, sync_marker
-from shmenv.worker import WorkerSpec, run_worker
+from shmenv.worker import run_worker
 
 SHUTDOWN_TIMEOUT_S = 2.0
 FAILURE_GRACE_S = 0.5  # after a worker failed, the others get this long before SIGKILL
+
+
+class PoolSpec(Protocol):
+    """What starting and naming a worker read of its start-up spec
+    (:class:`shmenv.worker.WorkerSpec`, :class:`shmenv.anyworker.AnyWorkerSpec`)."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def env_start(self) -> int: ...
+
+    @property
+    def env_stop(self) -> int: ...
+
+    @property
+    def relay_children(self) -> tuple[tuple[int, int, int], ...]: ...
 
 
 @contextlib.contextmanager
@@ -43,12 +60,14 @@ def sigint_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def launch_workers(context: str | None, specs: Sequence[WorkerSpec], name: str,
-                   conns: list[Connection], started: list[BaseProcess]) -> None:
-    """Start one worker per spec (``context``: the start method; None: the default),
-    appending the main's end of each pipe to ``conns`` first and each process to
-    ``started`` as soon as it runs, so that a failure half-way leaves the caller all to
-    stop."""
+def launch_workers(context: str | None, specs: Sequence[PoolSpec], name: str,
+                   conns: list[Connection], started: list[BaseProcess], *,
+                   target: Callable[..., None] = run_worker, daemon: bool = True) -> None:
+    """Start one worker per spec (``context``: the start method; None: the default) running
+    ``target(conn, spec, fds_to_close, relay_child_conns)`` (the Atari worker, or the
+    generic one of :mod:`shmenv.anyworker`), appending the main's end of each pipe to
+    ``conns`` first and each process to ``started`` as soon as it runs, so that a failure
+    half-way leaves the caller all to stop."""
     ctx: Any = multiprocessing.get_context(context)
     # All pipes first: a worker gets the main's ends of its relay children's pipes.
     pipes = [ctx.Pipe() for _ in specs]
@@ -63,9 +82,9 @@ def launch_workers(context: str | None, specs: Sequence[WorkerSpec], name: str,
             inherited = tuple(conn.fileno() for pipe in pipes for conn in pipe
                               if not conn.closed and conn.fileno() not in keep)
             process = ctx.Process(
-                target=run_worker,
+                target=target,
                 args=(child_end, spec, inherited if forked else (), child_conns),
-                name=name.format(index=spec.index), daemon=True,
+                name=name.format(index=spec.index), daemon=daemon,
             )
             with sigint_blocked():  # a Ctrl-C now must not reach a half-started worker
                 process.start()

@@ -24,14 +24,14 @@ from shmenv.block import SharedBlock
 from shmenv.env_plan import EnvPlan
 from shmenv.errors import ClosedError
 from shmenv.game import GameFactory
-from shmenv.lifecycle import ClosableEnvMixin
+from shmenv.lifecycle import PoolOwnerMixin
 from shmenv.outputs import StepOutput, StepOutputs
 from shmenv.planning import DEFAULT_RELAY_FANOUT, check_timeout, env_seeds
 from shmenv.pool import WorkerPool, release
 from shmenv.protocol import OP_RESEED, OP_RESET
 
 
-class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
+class ShmVectorEnv(PoolOwnerMixin, VectorEnv):
     """Many Atari games in worker processes, observations in one shared-memory block.
 
     Use :func:`shmenv.make` to build one. ``reset``/``step`` follow gymnasium's VectorEnv
@@ -98,6 +98,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
             relay_fanout=relay_fanout, raw_pipes=raw_pipes, timeout=timeout,
             game_options=game_options)
         self._plan = plan
+        self._env_ranges = plan.env_ranges  # read by PoolOwnerMixin
         self.game = plan.game
         self.options = plan.options
         self.num_envs = num_envs = plan.num_envs
@@ -300,16 +301,6 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
 
     # ----------------------------------------------------------------- read-only facts
     @property
-    def worker_pids(self) -> tuple[int, ...]:
-        """The worker processes' pids, in worker order (they stay listed after close)."""
-        return tuple(int(process.pid or 0) for process in self._pool.processes)
-
-    @property
-    def worker_env_ranges(self) -> tuple[tuple[int, int], ...]:
-        """Each worker's envs as ``(start, stop)``, in worker order."""
-        return tuple(self._plan.env_ranges)
-
-    @property
     def worker_cpus(self) -> tuple[int | None, ...]:
         """The core each worker is pinned to (None: unpinned)."""
         return tuple(self._plan.worker_cpus)
@@ -345,13 +336,6 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         return self._pool.timeout
 
     # ----------------------------------------------------------------- lifecycle
-    def _before_release(self, reason: str) -> None:
-        self._pool.closing = reason  # a call waiting in another thread: ClosedError
-
-    def _forked(self) -> None:
-        """In a forked child (see WorkerPool.forked_away): refuse every call."""
-        self._closed_reason = "it belongs to another process"
-
     def __reduce_ex__(self, protocol: Any) -> Any:
         """Refuse to pickle: the env's worker processes, pipes and shared memory exist only
         in this process, so a copy elsewhere could not work."""
