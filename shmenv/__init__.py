@@ -1,4 +1,5 @@
-"""shmenv: many Atari games in parallel processes, observations in one shared-memory block."""
+"""shmenv: many Atari games (or any gymnasium env) in parallel processes, observations in one
+shared-memory block."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from gymnasium.vector import AutoresetMode
 
 from shmenv import envpool  # noqa: E402,I001 - envpool's API on shmenv (not envpool itself)
+from shmenv.anyenv import AsyncVectorEnv
 from shmenv.compat import Worker
 from shmenv.errors import (
     ClosedError,
@@ -71,6 +73,7 @@ def make(
 
 
 __all__ = [
+    "AsyncVectorEnv",
     "AutoresetMode",
     "ClosedError",
     "ForkedEnvError",

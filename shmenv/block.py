@@ -49,6 +49,9 @@ class BlockLayout:
     num_envs: int
     obs_shape: tuple[int, int, int]
     num_workers: int = 0  # rows of `progress` (0: none; only relayed steps use them)
+    # Bytes after `progress` whose layout belongs to the caller: the generic env's
+    # observation, action, reward and flag regions (see shmenv.anyspaces).
+    extra_bytes: int = 0
 
     @property
     def slot_bytes(self) -> int:
@@ -67,7 +70,13 @@ class BlockLayout:
         return _align(self.final_obs_offset + self.num_envs * self.slot_bytes)
 
     @property
+    def extra_offset(self) -> int:
+        return _align(self.progress_offset + self.num_workers * PROGRESS_ROW_BYTES)
+
+    @property
     def nbytes(self) -> int:
+        if self.extra_bytes:
+            return self.extra_offset + self.extra_bytes
         return self.progress_offset + self.num_workers * PROGRESS_ROW_BYTES
 
 
@@ -110,8 +119,10 @@ class SharedBlock:
         self.obs = whole[layout.obs_offset:layout.obs_offset + size].reshape(shape)
         self.final_obs = whole[layout.final_obs_offset:
                                layout.final_obs_offset + size].reshape(shape)
-        self.progress = whole[layout.progress_offset:layout.nbytes].view(np.int64).reshape(
+        progress_end = layout.progress_offset + layout.num_workers * PROGRESS_ROW_BYTES
+        self.progress = whole[layout.progress_offset:progress_end].view(np.int64).reshape(
             layout.num_workers, PROGRESS_ROW_BYTES // 8)
+        self.extra = whole[layout.extra_offset:layout.nbytes] if layout.extra_bytes else None
         # What the main process hands out: a write meant for a copy (an in-place
         # normalisation) raises instead of corrupting the env's next stacks.
         self.obs_readonly = self.obs.view()
@@ -202,3 +213,4 @@ class SharedBlock:
         self._closed = True
         self.obs = self.final_obs = self.obs_readonly = None  # type: ignore[assignment]
         self.progress = None  # type: ignore[assignment]
+        self.extra = None

@@ -17,13 +17,14 @@ DEFAULT_WORKER_SPIN_US = 500.0
 DEFAULT_RELAY_FANOUT = 8
 
 
-def env_seeds(seed: int | Sequence[int] | None, num_envs: int) -> list[int | None]:
-    """Each env's seed: ``seed + i`` for an int, the sequence itself, or None for all."""
+def env_seeds(seed: int | Sequence[int | None] | None, num_envs: int) -> list[int | None]:
+    """Each env's seed: ``seed + i`` for an int, the sequence itself (None entries leave
+    that env unseeded), or None for all."""
     if seed is None:
         return [None] * num_envs
     if isinstance(seed, (int, np.integer)):
         return [int(seed) + i for i in range(num_envs)]
-    seeds: list[int | None] = [int(s) for s in seed]
+    seeds: list[int | None] = [None if s is None else int(s) for s in seed]
     if len(seeds) != num_envs:
         raise ValueError(f"got {len(seeds)} seeds for {num_envs} envs")
     return seeds

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from shmenv.errors import (
 from shmenv.planning import check_timeout
 from shmenv.protocol import OP_CLOSE, ErrorReport, sync_command, sync_marker
 from shmenv.wire import RAW_PIPES, read_frame_into, write_frame
-from shmenv.worker import WorkerSpec, run_worker
+from shmenv.worker import run_worker
 
 
 @contextlib.contextmanager
@@ -149,6 +149,23 @@ if hasattr(os, "register_at_fork"):
 _POOL_TIMEOUT: Any = object()  # "use the pool's timeout" (None means no limit)
 
 
+class PoolSpec(Protocol):
+    """What the pool reads of a worker's start-up spec (:class:`shmenv.worker.WorkerSpec`,
+    :class:`shmenv.anyworker.AnyWorkerSpec`)."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def env_start(self) -> int: ...
+
+    @property
+    def env_stop(self) -> int: ...
+
+    @property
+    def relay_children(self) -> tuple[tuple[int, int, int], ...]: ...
+
+
 class WorkerPool:
     """Worker processes and the main's ends of their pipes, as one object.
 
@@ -174,12 +191,17 @@ class WorkerPool:
     so the child never sends the parent's workers anything (see :meth:`forked_away`).
     """
 
-    def __init__(self, specs: Sequence[WorkerSpec], *,
+    def __init__(self, specs: Sequence[PoolSpec], *,
                  describe: Callable[[int, int | None, int, int], str] = describe_envs,
                  notes: FailureNotes = FailureNotes(), raw_pipes: bool = RAW_PIPES,
                  on_failure: Callable[[str], None] | None = None,
-                 timeout: float | None = None, progress: np.ndarray | None = None) -> None:
-        self.specs = tuple(specs)
+                 timeout: float | None = None, progress: np.ndarray | None = None,
+                 target: Callable[..., None] = run_worker, daemon: bool = True) -> None:
+        self.specs: tuple[PoolSpec, ...] = tuple(specs)
+        # The worker process's entry point, called as target(conn, spec, fds_to_close,
+        # relay_child_conns): the Atari worker, or the generic one (shmenv.anyworker).
+        self._target = target
+        self._daemon = daemon
         self.timeout = check_timeout(timeout)
         self.creator_pid = os.getpid()
         self.forked = False
@@ -292,9 +314,9 @@ class WorkerPool:
             inherited = tuple(conn.fileno() for pipe in pipes for conn in pipe
                               if not conn.closed and conn.fileno() not in keep)
             process = ctx.Process(
-                target=run_worker,
+                target=self._target,
                 args=(child_end, spec, inherited if forked else (), child_conns),
-                name=name.format(index=spec.index), daemon=True,
+                name=name.format(index=spec.index), daemon=self._daemon,
             )
             with sigint_blocked():  # a Ctrl-C now must not reach a half-started worker
                 process.start()

@@ -37,6 +37,9 @@ class Op(enum.IntEnum):
     CLOSE = 4
     SYNC = 5  # followed by a nonce in the same command; answered with SYNC_MAGIC + nonce
     EACH = 6  # one command per env: an action (step), EACH_RESET, or EACH_SKIP (leave it)
+    # The generic worker (shmenv.anyworker) only; each is followed by one pickled message.
+    CALL = 7  # (name, args, kwargs): call or read an attribute of every env
+    SET_ATTR = 8  # (name, [one value per env of the worker])
 
 
 # Plain ints for the worker loop, which compares a numpy int32 against them every step.
@@ -46,6 +49,8 @@ OP_RESEED = int(Op.RESEED)
 OP_CLOSE = int(Op.CLOSE)
 OP_SYNC = int(Op.SYNC)
 OP_EACH = int(Op.EACH)
+OP_CALL = int(Op.CALL)
+OP_SET_ATTR = int(Op.SET_ATTR)
 # OP_EACH's codes besides actions (>= 0). A skipped env is not touched: its slot and its
 # record in the reply stay what its last command left, so a reply's skipped records repeat
 # the ones sent before (the drop-in Workers' pool relies on this; see shmenv.pooled).
@@ -125,7 +130,8 @@ class ErrorReport:
     ``kind``: "raised" (an exception in the worker), "died" (a relay child that vanished;
     only ``worker`` is meaningful) or "malformed" (a reply that made no sense).
     ``worker``: the index of the worker it happened in, which for a relayed step may be
-    another worker than the one whose pipe carried the report.
+    another worker than the one whose pipe carried the report. ``env``: the env whose own
+    code raised (the generic worker's envs), None if no env was at fault.
     """
 
     type_name: str
@@ -133,11 +139,13 @@ class ErrorReport:
     traceback: str
     worker: int
     kind: str = "raised"
+    env: int | None = None
 
     @classmethod
-    def from_exception(cls, exc: BaseException, worker: int) -> ErrorReport:
-        """A report of ``exc``, raised in ``worker`` and being handled now."""
-        return cls(type(exc).__name__, str(exc), traceback.format_exc(), worker)
+    def from_exception(cls, exc: BaseException, worker: int,
+                       env: int | None = None) -> ErrorReport:
+        """A report of ``exc``, raised in ``worker`` (by ``env``) and being handled now."""
+        return cls(type(exc).__name__, str(exc), traceback.format_exc(), worker, env=env)
 
     @classmethod
     def died(cls, worker: int) -> ErrorReport:

@@ -1,0 +1,306 @@
+"""The generic worker process: steps several gymnasium envs into the shared block.
+
+The counterpart of :mod:`shmenv.worker` for any gymnasium env, started by the same
+:class:`shmenv.pool.WorkerPool` and speaking the same framing (:mod:`shmenv.protocol`). Per
+step it gets one message (``OP_STEP``; the actions are already in the block) and sends one
+back. Observations, rewards and flags go into the block; the reply is empty unless some env
+returned a non-empty info (or, under ``SAME_STEP``, ended its episode), and then holds one
+pickle of only those envs' records. Spaces that do not fit the block travel pickled: the
+actions in the command, every observation in the reply.
+
+Reply records, in env order: ``(env, info)``, or under ``SAME_STEP`` for an env whose
+episode ended ``(env, reset_info, final_obs, final_info)``. A pickled-observation reply is
+one pickle of ``(observations, records)``.
+
+Where the time goes (CartPole-v1, 32 envs per worker): ``env.step`` itself (~5 µs with
+gymnasium's wrappers) is most of it; per env the loop adds a bound-method call writing the
+observation into the block and three list stores, then one numpy copy per column writes the
+rewards and flags. Nothing is pickled while infos are empty.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from time import perf_counter
+from typing import Any
+
+from gymnasium import Env
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space, iterate
+
+from shmenv.affinity import pin_current_process
+from shmenv.anyspaces import BlockPlan, BlockViews, obs_writer, select, snapshot
+from shmenv.block import BlockLayout, SharedBlock
+from shmenv.protocol import (
+    OP_CALL,
+    OP_CLOSE,
+    OP_RESET,
+    OP_SET_ATTR,
+    OP_STEP,
+    OP_SYNC,
+    ErrorReport,
+    sync_marker,
+)
+from shmenv.worker import SPIN_BACKOFF_STEPS
+
+PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
+# Names call() may not reach: they have their own commands (as gymnasium refuses them).
+RESERVED_CALLS = ("reset", "step", "close", "_setattr", "_check_spaces")
+
+
+@dataclass(frozen=True)
+class AnyWorkerSpec:
+    """Everything a generic worker needs to start (picklable: env_fns are cloudpickled)."""
+
+    index: int
+    block_name: str
+    layout: BlockLayout
+    plan: BlockPlan
+    env_start: int
+    env_stop: int
+    env_fns: tuple[Callable[[], Env], ...]
+    autoreset_mode: AutoresetMode
+    same_observation_space: bool = True  # "same": spaces must be equal, else shape+dtype
+    cpu: int | None = None
+    spin_us: float = 0.0
+    relay_children: tuple[tuple[int, int, int], ...] = ()  # no relay here (see pool)
+
+
+def _check_spaces(env: Env, spec: AnyWorkerSpec, env_index: int) -> None:
+    """gymnasium's rule: every env has the first env's spaces (RuntimeError otherwise)."""
+    from gymnasium.spaces.utils import is_space_dtype_shape_equiv
+
+    single_obs = spec.plan.observation_space
+    same_obs = (env.observation_space == single_obs if spec.same_observation_space
+                else is_space_dtype_shape_equiv(env.observation_space, single_obs))
+    if not same_obs:
+        raise RuntimeError(
+            f"env {env_index} has the observation space {env.observation_space}, not "
+            f"{single_obs} as env 0: AsyncVectorEnv(..., observation_mode='same') needs "
+            "equal observation spaces in every env.")
+    if env.action_space != spec.plan.action_space:
+        raise RuntimeError(
+            f"env {env_index} has the action space {env.action_space}, not "
+            f"{spec.plan.action_space} as env 0: in order to batch actions, the action "
+            "spaces of all envs must be equal.")
+
+
+def run_any_worker(conn: Connection, spec: AnyWorkerSpec, fds_to_close: tuple[int, ...] = (),
+                   child_conns: tuple[Connection, ...] = ()) -> None:
+    """Entry point of a generic worker process (``WorkerPool(target=run_any_worker)``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the main process
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    for fd in fds_to_close:  # a forked child inherits its siblings' pipe ends; drop them
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    block = None
+    envs: list[Env] = []
+    try:
+        try:
+            pin_current_process(spec.cpu)
+            block = SharedBlock.attach(spec.block_name, spec.layout)
+            assert block.extra is not None
+            views = spec.plan.views(block.extra)
+            for offset, env_fn in enumerate(spec.env_fns):
+                if conn.poll(0):  # the main process died or is shutting down: stop now
+                    conn.recv_bytes()
+                    return
+                env = env_fn()
+                envs.append(env)
+                _check_spaces(env, spec, spec.env_start + offset)
+        except EOFError:
+            raise
+        except BaseException as exc:  # report start-up failures instead of dying silently
+            conn.send(("error", ErrorReport.from_exception(exc, spec.index)))
+            return
+        conn.send(("ready", None))
+        EnvRunner(spec, envs, views).serve(conn)
+    except (EOFError, OSError):
+        # The main process is gone: remove the block's name if it never could (see
+        # shmenv.worker.run_worker and docs/reliability.md).
+        SharedBlock.remove_name(spec.block_name)
+    finally:
+        for env in envs:
+            try:
+                env.close()
+            except Exception:  # noqa: BLE001 - closing is best effort on the way out
+                pass
+        if block is not None:
+            block.close()
+
+
+class _EnvFailed(Exception):
+    """An env's own code raised: carries the report that names it."""
+
+    def __init__(self, report: ErrorReport) -> None:
+        super().__init__(report.message)
+        self.report = report
+
+
+class EnvRunner:
+    """One worker's envs and the commands that run them; :meth:`serve` is the loop."""
+
+    def __init__(self, spec: AnyWorkerSpec, envs: list[Env], views: BlockViews) -> None:
+        start, stop = spec.env_start, spec.env_stop
+        self.spec = spec
+        self.envs = envs
+        self.start = start
+        plan = spec.plan
+        count = stop - start
+        self.batch_action_space = (None if views.actions is None
+                                   else batch_space(plan.action_space, count))
+        self.actions = None if views.actions is None else select(views.actions, start, stop)
+        self.rewards = views.rewards[start:stop]
+        self.terminated = views.terminated[start:stop]
+        self.truncated = views.truncated[start:stop]
+        self.obs_in_block = views.obs is not None
+        self.last_obs: list[Any] = [None] * count  # pickled observations (and reset no-ops)
+        self.write_obs = (obs_writer(plan.observation_space, select(views.obs, start, stop))
+                          if self.obs_in_block else self.last_obs.__setitem__)
+        self.needs_reset = [False] * count  # NEXT_STEP: this env's next step only resets
+        mode = spec.autoreset_mode
+        self.next_step = mode == AutoresetMode.NEXT_STEP
+        self.same_step = mode == AutoresetMode.SAME_STEP
+        # Per-step scratch lists, written per env then copied into the block at once.
+        self._rewards: list[Any] = [0.0] * count
+        self._terminated: list[Any] = [False] * count
+        self._truncated: list[Any] = [False] * count
+
+    # ------------------------------------------------------------------ the loop
+    def serve(self, conn: Connection) -> None:
+        """Answer commands until ``OP_CLOSE``. Spin-then-sleep as :func:`shmenv.worker._serve`
+        does: after replying, poll for the next command for up to 10% of the step just
+        computed (at most ``spin_us``) before sleeping in ``recv``, because waking a
+        sleeping process adds tens of µs to every synchronous step."""
+        spin_cap = self.spec.spin_us * 1e-6
+        spin_window = 0.0
+        skip_spins = 0
+        replied_at = perf_counter()
+        while True:
+            if skip_spins:
+                skip_spins -= 1
+            elif spin_window:
+                deadline = replied_at + spin_window
+                while not conn.poll(0):
+                    if perf_counter() > deadline:
+                        skip_spins = SPIN_BACKOFF_STEPS
+                        break
+            message = conn.recv_bytes()
+            arrived = perf_counter()
+            opcode = int.from_bytes(message[:4], "little")
+            if opcode == OP_CLOSE:
+                return
+            try:
+                if opcode == OP_STEP:
+                    reply = self.step(message)
+                elif opcode == OP_SYNC:
+                    reply = sync_marker(message)
+                elif opcode == OP_RESET:
+                    reply = self.reset(*pickle.loads(message[4:]))
+                elif opcode == OP_CALL:
+                    reply = self.call(*pickle.loads(message[4:]))
+                elif opcode == OP_SET_ATTR:
+                    reply = self.set_attr(*pickle.loads(message[4:]))
+                else:
+                    raise ValueError(f"unknown opcode {opcode}")
+            except _EnvFailed as failed:
+                reply = failed.report.encode(0)
+            except Exception as exc:
+                reply = ErrorReport.from_exception(exc, self.spec.index).encode(0)
+            conn.send_bytes(reply)
+            replied_at = perf_counter()
+            spin_window = min(spin_cap, 0.1 * (replied_at - arrived))
+
+    def _failed(self, exc: Exception, j: int) -> _EnvFailed:
+        return _EnvFailed(ErrorReport.from_exception(exc, self.spec.index, self.start + j))
+
+    # ------------------------------------------------------------------ step
+    def step(self, message: bytes) -> bytes:
+        """Step every env once; autoreset as gymnasium's vector envs do (see module doc)."""
+        if self.actions is not None:
+            actions = iterate(self.batch_action_space, snapshot(self.actions))
+        else:
+            actions = iter(pickle.loads(message[4:]))
+        write_obs, needs_reset = self.write_obs, self.needs_reset
+        rewards, terminated, truncated = self._rewards, self._terminated, self._truncated
+        next_step, same_step, start = self.next_step, self.same_step, self.start
+        records: list[tuple[Any, ...]] = []
+        j = 0
+        try:
+            for j, (env, action) in enumerate(zip(self.envs, actions, strict=True)):
+                if next_step and needs_reset[j]:
+                    obs, info = env.reset()
+                    reward, term, trunc = 0.0, False, False
+                    needs_reset[j] = False
+                else:
+                    obs, reward, term, trunc, info = env.step(action)
+                    if term or trunc:
+                        if next_step:
+                            needs_reset[j] = True
+                        elif same_step:
+                            final_obs, final_info = obs, info
+                            obs, info = env.reset()
+                            records.append((start + j, info, final_obs, final_info))
+                            info = None
+                write_obs(j, obs)
+                rewards[j] = reward
+                terminated[j] = term
+                truncated[j] = trunc
+                if info:
+                    records.append((start + j, info))
+        except Exception as exc:
+            raise self._failed(exc, j) from None
+        self.rewards[:] = rewards
+        self.terminated[:] = terminated
+        self.truncated[:] = truncated
+        return self._reply(records)
+
+    def _reply(self, records: list[tuple[Any, ...]]) -> bytes:
+        if not self.obs_in_block:
+            return pickle.dumps((self.last_obs, records), PICKLE_PROTOCOL)
+        return pickle.dumps(records, PICKLE_PROTOCOL) if records else b""
+
+    # ------------------------------------------------------------------ other commands
+    def reset(self, seeds: Sequence[int | None], options: dict[str, Any] | None,
+              mask: Sequence[bool] | None) -> bytes:
+        """Reset the envs ``mask`` selects (all if None); the others keep their state and
+        observation, as gymnasium's ``reset_mask`` does."""
+        records: list[tuple[Any, ...]] = []
+        for j, env in enumerate(self.envs):
+            if mask is not None and not mask[j]:
+                continue
+            try:
+                obs, info = env.reset(seed=seeds[j], options=options)
+                self.write_obs(j, obs)
+            except Exception as exc:
+                raise self._failed(exc, j) from None
+            self.needs_reset[j] = False
+            if info:
+                records.append((self.start + j, info))
+        return self._reply(records)
+
+    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """Call (or read) ``name`` on every env, as gymnasium's ``call`` does."""
+        results = []
+        for j, env in enumerate(self.envs):
+            try:
+                attr = env.get_wrapper_attr(name)
+                results.append(attr(*args, **kwargs) if callable(attr) else attr)
+            except Exception as exc:
+                raise self._failed(exc, j) from None
+        return pickle.dumps(results, PICKLE_PROTOCOL)
+
+    def set_attr(self, name: str, values: Sequence[Any]) -> bytes:
+        for j, (env, value) in enumerate(zip(self.envs, values, strict=True)):
+            try:
+                env.set_wrapper_attr(name, value)
+            except Exception as exc:
+                raise self._failed(exc, j) from None
+        return b""

@@ -1,0 +1,161 @@
+"""shmenv.AsyncVectorEnv behaves as gymnasium's vector envs on the same env functions.
+
+Every test runs shmenv.AsyncVectorEnv next to gymnasium's SyncVectorEnv (the reference
+gymnasium's own tests compare AsyncVectorEnv with) and asserts equal observations,
+rewards, flags and infos, step by step, in every autoreset mode and for every space kind.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+from gymnasium.utils.env_checker import data_equivalence
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+import shmenv
+from tests.any_envs import TEST_SPACES, CustomSpace, rich_env
+
+pytestmark = pytest.mark.timeout(60)
+
+MODES = [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED]
+NUM_ENVS = 5
+
+
+def assert_same(ours, theirs, what: str) -> None:
+    assert data_equivalence(ours, theirs, exact=True), f"{what} differ:\n{ours}\n{theirs}"
+
+
+def run_both(env_fns, steps: int, mode: AutoresetMode, action_seed: int = 7,
+             **kwargs) -> int:
+    """Step shmenv.AsyncVectorEnv and SyncVectorEnv side by side with the same actions;
+    returns how many episodes ended (so a test can check it saw some)."""
+    ours = shmenv.AsyncVectorEnv(env_fns, autoreset_mode=mode, num_workers=2, **kwargs)
+    theirs = SyncVectorEnv(env_fns, autoreset_mode=mode)
+    ended = 0
+    try:
+        assert ours.single_observation_space == theirs.single_observation_space
+        assert ours.observation_space == theirs.observation_space
+        assert ours.action_space == theirs.action_space
+        assert ours.metadata == theirs.metadata
+        seed = [11, 12, 13, 14, 15] if mode == AutoresetMode.SAME_STEP else 3
+        obs, infos = ours.reset(seed=seed)
+        obs_ref, infos_ref = theirs.reset(seed=seed)
+        assert_same(obs, obs_ref, "reset observations")
+        assert_same(infos, infos_ref, "reset infos")
+        ours.action_space.seed(action_seed)
+        for step in range(steps):
+            actions = ours.action_space.sample()
+            result = ours.step(actions)
+            reference = theirs.step(actions)
+            for name, a, b in zip(("obs", "rewards", "terminations", "truncations", "infos"),
+                                  result, reference):
+                assert_same(a, b, f"step {step} {name}")
+            done = result[2] | result[3]
+            ended += int(done.sum())
+            if mode == AutoresetMode.DISABLED and done.any():
+                options = {"reset_mask": done, "level": step}
+                assert_same(ours.reset(options=dict(options)),
+                            theirs.reset(options=dict(options)), f"step {step} reset_mask")
+    finally:
+        ours.close()
+        theirs.close()
+    return ended
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+@pytest.mark.parametrize("space", list(TEST_SPACES), ids=str)
+def test_same_results_as_sync_vector_env(space, mode, no_leaked_segments):
+    """Every space kind through the block (Text pickled), in every autoreset mode, with
+    the same space as observations and actions: obs, rewards, flags and infos equal."""
+    the_space = TEST_SPACES[space]
+    fns = [rich_env(i, observation_space=the_space, action_space=the_space)
+           for i in range(NUM_ENVS)]
+    assert run_both(fns, 25, mode) > 5
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_pickled_observations_match_too(mode, no_leaked_segments):
+    """shared_memory=False (and custom spaces) send observations pickled, same results."""
+    fns = [rich_env(i, observation_space=TEST_SPACES["dict"]) for i in range(NUM_ENVS)]
+    assert run_both(fns, 20, mode, shared_memory=False) > 3
+    custom = [rich_env(i, observation_space=CustomSpace(), action_space=spaces.Discrete(2))
+              for i in range(NUM_ENVS)]
+    assert run_both(custom, 20, mode, shared_memory=False) > 3
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_cartpole_matches_sync_vector_env(mode, no_leaked_segments):
+    """The real thing: CartPole-v1 made by gym.make, as gymnasium's own tests do."""
+    fns = [lambda: gym.make("CartPole-v1") for _ in range(NUM_ENVS)]
+    assert run_both(fns, 60, mode) > 5
+
+
+def test_one_worker_per_env_and_one_env(no_leaked_segments):
+    """Edge splits: as many workers as envs, and a single env."""
+    fns = [rich_env(i) for i in range(3)]
+    with shmenv.AsyncVectorEnv(fns, num_workers=3) as envs:
+        assert envs.worker_env_ranges == ((0, 1), (1, 2), (2, 3))
+        obs, _ = envs.reset(seed=0)
+        assert obs.shape == (3, 3)
+    with shmenv.AsyncVectorEnv(fns[:1]) as envs:
+        assert envs.num_envs == 1 and envs.num_workers == 1
+        obs, *_ = envs.step(np.array([1]))
+        assert obs.shape == (1, 3)
+
+
+def test_copy_false_returns_the_block_and_copy_true_a_copy(no_leaked_segments):
+    fns = [rich_env(i) for i in range(4)]
+    with shmenv.AsyncVectorEnv(fns, copy=False) as envs:
+        first, _ = envs.reset(seed=1)
+        second, *_ = envs.step(np.zeros(4, dtype=np.int64))
+        assert first is second  # the block's view, overwritten in place
+        first[0] = 0.5  # writable, as gymnasium's shared-memory view
+    with shmenv.AsyncVectorEnv(fns, copy=True) as envs:
+        first, _ = envs.reset(seed=1)
+        kept = first.copy()
+        envs.step(np.zeros(4, dtype=np.int64))
+        np.testing.assert_array_equal(first, kept)
+
+
+def test_call_get_attr_set_attr_render_and_metadata(no_leaked_segments):
+    fns = [rich_env(i, render_mode="rgb_array") for i in range(3)]
+    with shmenv.AsyncVectorEnv(fns, autoreset_mode="SameStep") as envs:
+        assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+        assert envs.metadata["render_fps"] == 17
+        assert envs.render_mode == "rgb_array"
+        envs.reset(seed=42)
+        assert envs.np_random_seed == (42, 43, 44)
+        envs.set_attr("sleep_s", [0.0, 0.0, 0.0])
+        envs.set_attr("length", 100)
+        assert envs.get_attr("length") == (100, 100, 100)
+        envs.set_attr("t", [1, 2, 3])
+        frames = envs.render()
+        assert isinstance(frames, tuple) and [f[0, 0, 0] for f in frames] == [1, 2, 3]
+        envs.call_async("render")
+        assert [f[0, 0, 0] for f in envs.call_wait()] == [1, 2, 3]
+        assert envs.call("_observe")[0].shape == (3,)
+    assert "autoreset_mode" not in fns[0]().metadata  # the env's own metadata untouched
+
+
+def test_reset_mask_keeps_the_other_envs_state(no_leaked_segments):
+    fns = [rich_env(i) for i in range(4)]
+    with shmenv.AsyncVectorEnv(fns, autoreset_mode="Disabled", num_workers=2) as envs:
+        first, _ = envs.reset(seed=[5, 6, 7, 8])
+        stepped, *_ = envs.step(np.array([0, 1, 2, 0]))
+        mask = np.array([True, False, False, True])
+        again, infos = envs.reset(seed=[5, 6, 7, 8], options={"reset_mask": mask, "k": 1})
+        np.testing.assert_array_equal(again[mask], first[mask])
+        np.testing.assert_array_equal(again[~mask], stepped[~mask])
+        assert infos["_options"].tolist() == mask.tolist()
+        assert envs.get_attr("resets") == (3, 2, 2, 3)  # made, reset(seed), reset_mask
+
+
+def test_spaces_that_differ_between_envs_are_refused(no_leaked_segments):
+    fns = [rich_env(0), rich_env(1, observation_space=spaces.Box(-1, 1, (4,), np.float32))]
+    with pytest.raises(RuntimeError, match="env 1 has the observation space"):
+        shmenv.AsyncVectorEnv(fns)
+    fns = [rich_env(0), rich_env(1, action_space=spaces.Discrete(4))]
+    with pytest.raises(RuntimeError, match="env 1 has the action space"):
+        shmenv.AsyncVectorEnv(fns, num_workers=1)
