@@ -29,8 +29,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("shmenv.ray needs Ray: pip install 'shmenv[ray]'") from exc
 
 from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import create_empty_array
 
 from shmenv.actions import check_actions
+from shmenv.anyspaces import fits_block, write_actions
 from shmenv.games import GameOptions, resolve_game
 from shmenv.planning import check_autoreset_mode, env_seeds
 from shmenv.ray_actors import ActorError, ActorLostError, ActorStartError
@@ -184,7 +186,15 @@ class RayAsyncVectorEnv(RayVectorBase):
         self._closed_reason = None
 
     def _check_actions(self, actions: Any, count: int) -> Any:
-        """One row per env in every array of the batch; the actors check the values."""
+        """The batch checked and copied as ``shmenv.AsyncVectorEnv`` does it (an error
+        names the env and value; nothing is sent); for spaces the block cannot hold, one
+        row per env in every array, the actors checking the values."""
+        space = self.single_action_space
+        if fits_block(space):
+            batch = create_empty_array(space, count)
+            write_actions(space, batch, actions)
+            return batch
+
         def rows(leaf: Any) -> Any:
             if isinstance(leaf, dict):
                 return {key: rows(value) for key, value in leaf.items()}

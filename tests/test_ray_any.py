@@ -111,22 +111,41 @@ def test_reset_mask_resets_only_the_masked_envs(ray_env, reference):
         ray_env.reset(options={"reset_mask": np.zeros(NUM_ENVS, dtype=bool)})
     with pytest.raises(TypeError, match="numpy array"):
         ray_env.reset(options={"reset_mask": [True] * NUM_ENVS})
-    with pytest.raises(ValueError, match="one row per env"):
-        ray_env.step(np.zeros(NUM_ENVS - 1, dtype=int))
+
+
+@needs_async
+def test_bad_actions_are_refused_before_any_actor_steps(ray_env):
+    ray_env.reset(seed=SEED)
+    with pytest.raises(ValueError, match=r"actions\[2\] = 7 is out of range"):
+        ray_env.step(np.array([0, 0, 7, 0]))  # CartPole has actions 0 and 1
+    with pytest.raises(ValueError, match="actions must have shape"):
+        ray_env.send(np.zeros(3, dtype=int), [0, 1])
+    ray_env.step(np.zeros(NUM_ENVS, dtype=int))  # still open
 
 
 @needs_async
 def test_an_env_that_raises_names_its_actor_and_closes_the_env(ray_session):
     import shmenv.ray as shmenv_ray
 
-    env = shmenv_ray.AsyncVectorEnv(ENV_FNS, num_actors=2, workers_per_actor=1)
+    def make_exploding():  # local: cloudpickle ships it by value to the actor's workers
+        env = gym.make("CartPole-v1")
+
+        def step(action):
+            raise RuntimeError("the exploding env's step")
+        env.step = step
+        return env
+
+    env = shmenv_ray.AsyncVectorEnv([*ENV_FNS[:3], make_exploding], num_actors=2,
+                                    workers_per_actor=1)
     try:
         env.reset(seed=SEED)
         with pytest.raises(shmenv_ray.ActorError) as caught:
-            env.step(np.array([0, 0, 7, 0]))  # CartPole has actions 0 and 1
+            env.step(np.zeros(NUM_ENVS, dtype=int))
         message = str(caught.value)
         assert "shmenv Ray actor 1 (envs 2-3" in message
-        assert "AsyncVectorEnv" in message and "create a new one" in message
+        assert "its AsyncVectorEnv (envs numbered from 0 within the actor)" in message
+        assert "the exploding env's step" in message and "create a new one" in message
+        assert isinstance(caught.value, shmenv.WorkerError)
         with pytest.raises(shmenv.ClosedError):
             env.step(np.zeros(NUM_ENVS, dtype=int))
     finally:

@@ -121,7 +121,7 @@ def measure_shmenv(env_id: str, num_envs: int, seconds: float, warmup: float, se
     import shmenv
 
     batch = max(num_envs // 2, 1) if async_batch else num_envs
-    options = {"batch_size": batch} if async_batch else {}
+    options: dict[str, Any] = {"batch_size": batch} if async_batch else {}
     return _measure(lambda: shmenv.AsyncVectorEnv(env_fns(env_id, num_envs), **options),
                     _gymnasium_reset(seed), env_id, num_envs, seconds, warmup, seed, batch)
 
