@@ -17,6 +17,7 @@ from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space, create_empty_array
 
 from shmenv.actions import check_env_ids
+from shmenv.anyenv import _check_reset_mask as check_reset_mask  # gymnasium's checks
 from shmenv.errors import ClosedError
 from shmenv.lifecycle import ClosableEnvMixin
 from shmenv.planning import env_seeds, split_envs
@@ -53,21 +54,6 @@ def plan_actors(num_envs: int, num_actors: int, workers_per_actor: int | None,
         raise ValueError(f"batch_size must be in [1, num_envs={num_envs}], "
                          f"got {batch_size!r}")
     return ranges, int(workers_per_actor)
-
-
-def check_reset_mask(mask: Any, num_envs: int) -> np.ndarray:
-    """``options["reset_mask"]`` checked as gymnasium checks it (same error types): a bool
-    array with one entry per env, at least one True."""
-    if not isinstance(mask, np.ndarray):
-        raise TypeError(f"options['reset_mask'] must be a numpy array, got {type(mask)}")
-    if mask.shape != (num_envs,):
-        raise ValueError(f"options['reset_mask'] must have shape ({num_envs},), "
-                         f"got {mask.shape}")
-    if mask.dtype != np.bool_:
-        raise TypeError(f"options['reset_mask'] must have dtype bool, got {mask.dtype}")
-    if not mask.any():
-        raise ValueError("options['reset_mask'] must have at least one True value")
-    return mask
 
 
 class RayVectorBase(ClosableEnvMixin, VectorEnv):
@@ -148,7 +134,7 @@ class RayVectorBase(ClosableEnvMixin, VectorEnv):
         mask = None
         if options and "reset_mask" in options:
             options = dict(options)
-            mask = check_reset_mask(options.pop("reset_mask"), self.num_envs)
+            mask = np.array(check_reset_mask(options.pop("reset_mask"), self.num_envs))
         self._group.drain()
         infos_by_actor = self._group.infos
         indices = [j for j, info in enumerate(infos_by_actor)

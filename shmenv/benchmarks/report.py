@@ -105,7 +105,7 @@ class Table:
             table.add_row(*(escape(cell) for cell in row))
         console = Console()
         if not console.is_terminal:  # piped or redirected: don't squeeze into 80 columns
-            console = Console(width=150)
+            console = Console(width=170)
         console.print(table)
 
     def markdown(self) -> str:
