@@ -35,7 +35,7 @@ from gymnasium.vector.utils import (
 
 from shmenv.affinity import worker_cpus
 from shmenv.anycalls import AsyncState, CallState, Replies, command_frame
-from shmenv.anyspaces import BlockPlan, RegionContext, fits_block, write_actions
+from shmenv.anyspaces import ActionWriter, BlockPlan, RegionContext, fits_block
 from shmenv.anyworker import RESERVED_CALLS, AnyWorkerSpec, run_any_worker
 from shmenv.block import BlockLayout, SharedBlock
 from shmenv.errors import ClosedError
@@ -162,6 +162,8 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
         self._start_workers(plan, num_workers, cpu_affinity, worker_spin_us)
         assert self._block.extra is not None
         self._views = plan.views(self._block.extra)
+        self._write_actions = (None if self._views.actions is None
+                               else ActionWriter(self.single_action_space, self._views.actions))
         self._state = CallState()
         self._step_frames = [command_frame(OP_STEP)] * self.num_workers
         self._obs_in_block = obs_in_block
@@ -224,8 +226,8 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
         """
         self._check_open()
         self._state.check_idle("step_async")
-        if self._views.actions is not None:
-            write_actions(self.single_action_space, self._views.actions, actions)
+        if self._write_actions is not None:
+            self._write_actions(actions)
             frames = self._step_frames
         else:  # actions the block cannot hold: pickled, each worker its own slice
             items = list(iterate(self.action_space, actions))
@@ -272,8 +274,9 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
             worker_obs, records = pickle.loads(payload)
             every_obs.extend(worker_obs)
             infos = self._merge(infos, records)
+        # A custom space has no buffer (None): concatenate returns a tuple for it.
         self._obs_buffer = concatenate(self.single_observation_space, every_obs,
-                                       self._obs_buffer)
+                                       self._obs_buffer)  # type: ignore[arg-type]
         return (deepcopy(self._obs_buffer) if self.copy else self._obs_buffer), infos
 
     def _merge(self, infos: dict[str, Any], records: list[tuple[Any, ...]]) -> dict[str, Any]:
@@ -328,6 +331,12 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
         return self.call_wait()
 
     def call_async(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Start :meth:`call` and return at once (:meth:`call_wait` collects).
+
+        Raises:
+            ValueError: ``name`` is reset, step or close (call those directly).
+            AlreadyPendingCallError: another ``*_async`` call waits for its ``*_wait``.
+        """
         self._check_open()
         self._state.check_idle("call_async")
         if name in RESERVED_CALLS:
@@ -338,6 +347,8 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
         self._state.begin(AsyncState.WAITING_CALL)
 
     def call_wait(self, timeout: float | None = None) -> tuple[Any, ...]:
+        """The results of the pending :meth:`call_async`, in env order (errors as
+        :meth:`step_wait`)."""
         self._check_open()
         self._state.end(AsyncState.WAITING_CALL)
         return tuple(self._replies.read_objects(timeout, "in a call"))
@@ -365,12 +376,15 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
         """Every env's ``render()``."""
         return self.call("render")
 
-    @property
-    def np_random_seed(self) -> tuple[int, ...]:
+    # Per env, as gymnasium's AsyncVectorEnv (VectorEnv declares one value).
+    @property  # type: ignore[misc]
+    def np_random_seed(self) -> tuple[int, ...]:  # type: ignore[override]
+        """Every env's ``np_random_seed``."""
         return self.get_attr("np_random_seed")
 
-    @property
-    def np_random(self) -> tuple[np.random.Generator, ...]:
+    @property  # type: ignore[misc]
+    def np_random(self) -> tuple[np.random.Generator, ...]:  # type: ignore[override]
+        """Every env's random generator (copies: the envs' own live in the workers)."""
         return self.get_attr("np_random")
 
     # ----------------------------------------------------------------- lifecycle
@@ -410,7 +424,8 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
         return tuple(self._worker_cpus)
 
     def __repr__(self) -> str:
-        return f"shmenv.AsyncVectorEnv(num_envs={self.num_envs}, num_workers={self.num_workers})"
+        workers = getattr(self, "num_workers", None)
+        return f"shmenv.AsyncVectorEnv(num_envs={self.num_envs}, num_workers={workers})"
 
 
 def _check_concurrency(max_concurrency: int | None) -> int | None:

@@ -23,13 +23,13 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from time import perf_counter
-from typing import Any
+from typing import Any, cast
 
-from gymnasium import Env
+from gymnasium import Env, Space
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space, iterate
 
@@ -224,14 +224,16 @@ class EnvRunner:
     # ------------------------------------------------------------------ step
     def step(self, message: bytes) -> bytes:
         """Step every env once; autoreset as gymnasium's vector envs do (see module doc)."""
+        actions: Iterator[Any]
         if self.actions is not None:
-            actions = iterate(self.batch_action_space, snapshot(self.actions))
+            actions = iterate(cast(Space, self.batch_action_space), snapshot(self.actions))
         else:
             actions = iter(pickle.loads(message[4:]))
         write_obs, needs_reset = self.write_obs, self.needs_reset
         rewards, terminated, truncated = self._rewards, self._terminated, self._truncated
         next_step, same_step, start = self.next_step, self.same_step, self.start
         records: list[tuple[Any, ...]] = []
+        reward: Any
         j = 0
         try:
             for j, (env, action) in enumerate(zip(self.envs, actions, strict=True)):

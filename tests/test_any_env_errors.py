@@ -1,0 +1,209 @@
+"""shmenv.AsyncVectorEnv's errors: gymnasium's for misuse, named ones for failures.
+
+Misuse raises what gymnasium's AsyncVectorEnv raises (AlreadyPendingCallError,
+NoAsyncCallError, ClosedEnvironmentError, ValueError for a custom space in shared memory,
+TimeoutError); an env that raises names its index and shows its own traceback; a dead
+worker is named; bad actions name the env and the value; nothing leaks on any of these.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import signal
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium import spaces
+from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoAsyncCallError
+
+import shmenv
+from shmenv import block as block_module
+from tests.any_envs import TEST_SPACES, CustomSpace, rich_env
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def make(num_envs: int = 4, **kwargs):
+    env_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in (
+        "fail_at", "fail_in", "sleep_s", "exit_at", "observation_space", "action_space")}
+    return shmenv.AsyncVectorEnv([rich_env(i, **env_kwargs) for i in range(num_envs)],
+                                 num_workers=2, **kwargs)
+
+
+def test_async_pairs_out_of_order_raise_gymnasiums_errors(no_leaked_segments):
+    envs = make()
+    with pytest.raises(NoAsyncCallError, match=re.escape(
+            "Calling `reset_wait` without any prior call to `reset_async`.")):
+        envs.reset_wait()
+    envs.reset_async(seed=0)
+    with pytest.raises(AlreadyPendingCallError, match=re.escape(
+            "Calling `step_async` while waiting for a pending call to `reset` to complete")):
+        envs.step_async(np.zeros(4, dtype=np.int64))
+    with pytest.raises(AlreadyPendingCallError):
+        envs.call_async("render")
+    envs.reset_wait()
+    with pytest.raises(NoAsyncCallError, match=re.escape(
+            "Calling `step_wait` without any prior call to `step_async`.")):
+        envs.step_wait()
+    envs.step_async(np.zeros(4, dtype=np.int64))
+    with pytest.raises(AlreadyPendingCallError, match=re.escape(
+            "Calling `reset_async` while waiting for a pending call to `step` to complete")):
+        envs.reset_async()
+    with pytest.raises(AlreadyPendingCallError, match="`set_attr`"):
+        envs.set_attr("length", 3)
+    with pytest.warns(UserWarning, match=re.escape(
+            "Calling `close` while waiting for a pending call to `step` to complete.")):
+        envs.close(terminate=True)
+    with pytest.raises(ClosedEnvironmentError):
+        envs.reset()
+    envs.close()  # again: nothing happens
+
+
+def test_unsupported_arguments_are_named():
+    fns = [rich_env(0)]
+    with pytest.raises(ValueError, match="custom `worker`"):
+        shmenv.AsyncVectorEnv(fns, worker=lambda *args: None)
+    with pytest.raises(ValueError, match="observation_mode='same'"):
+        shmenv.AsyncVectorEnv(fns, observation_mode="different")
+    with pytest.raises(ValueError, match="must be an integer or None"):
+        shmenv.AsyncVectorEnv(fns, max_concurrency=2.5)
+    with pytest.raises(ValueError, match="must be a positive or None"):
+        shmenv.AsyncVectorEnv(fns, max_concurrency=0)
+    with pytest.raises(ValueError, match="call` with `call`|use `step` directly"):
+        with shmenv.AsyncVectorEnv(fns) as envs:
+            envs.call("step", 0)
+
+
+def test_max_concurrency_caps_the_workers(no_leaked_segments):
+    with pytest.raises(ValueError, match="num_workers=2 exceeds max_concurrency=1"):
+        make(4, max_concurrency=1)  # make asks for 2 workers
+    fns = [rich_env(i) for i in range(4)]
+    with shmenv.AsyncVectorEnv(fns, max_concurrency=1) as envs:
+        assert envs.num_workers == 1
+
+
+def test_custom_space_in_shared_memory_raises_gymnasiums_value_error(no_leaked_segments):
+    with pytest.raises(ValueError, match="shared_memory=False"):
+        make(observation_space=CustomSpace())
+    with pytest.raises(TypeError, match="dynamic shape"):
+        make(observation_space=spaces.Sequence(spaces.Discrete(2)))
+
+
+@pytest.mark.parametrize("fail_in", ["step", "reset"])
+def test_an_env_that_raises_names_its_index_and_traceback(fail_in, no_leaked_segments):
+    """The error is a shmenv.WorkerError and, as under gymnasium, the env's ValueError."""
+    envs = make(4, fail_at=3 if fail_in == "step" else 12, fail_in=fail_in)
+    with pytest.raises(ValueError, match=f"{fail_in} failed on purpose") as caught:
+        envs.reset(seed=10)
+        for _ in range(5):
+            envs.step(np.zeros(4, dtype=np.int64))
+    error = caught.value
+    assert isinstance(error, shmenv.WorkerError)
+    which = 2 if fail_in == "reset" else 0
+    assert f"env {which} raised ValueError" in str(error)
+    assert "shmenv worker" in str(error) and f"in {fail_in}" in error.worker_traceback
+    with pytest.raises(ClosedEnvironmentError):
+        envs.step(np.zeros(4, dtype=np.int64))
+    envs.close()
+
+
+def test_a_dead_worker_is_named(no_leaked_segments):
+    envs = make(4)
+    envs.reset(seed=0)
+    os.kill(envs.worker_pids[1], signal.SIGKILL)
+    with pytest.raises(shmenv.WorkerDiedError, match=r"shmenv worker 1 \(pid \d+, envs 2-3\) "
+                                                     "was killed by signal SIGKILL"):
+        envs.step(np.zeros(4, dtype=np.int64))
+    envs.close()
+    envs = make(4, exit_at=2)
+    envs.reset(seed=0)
+    with pytest.raises(shmenv.WorkerDiedError, match="exited with code 3"):
+        for _ in range(3):
+            envs.step(np.zeros(4, dtype=np.int64))
+    envs.close()
+
+
+def test_step_wait_timeout_raises_timeout_error(no_leaked_segments):
+    envs = make(4, sleep_s=0.5)
+    envs.reset(seed=0)
+    envs.step_async(np.zeros(4, dtype=np.int64))
+    with pytest.raises(multiprocessing.TimeoutError, match="did not answer within"):
+        envs.step_wait(timeout=0.1)
+    envs.close(terminate=True)
+
+
+@pytest.mark.parametrize(("actions", "error", "match"), [
+    (np.zeros(3, dtype=np.int64), ValueError, r"shape \(4,\)"),
+    (np.array([0, 1, 3, 0]), ValueError, r"actions\[2\] = 3 is out of range"),
+    (np.array([0.0, 1.0, 1.0, 0.0]), TypeError, "must be integers"),
+    ([0, 1, None, 0], TypeError, r"actions\[2\] = None"),
+])
+def test_bad_discrete_actions_name_the_env_and_value(actions, error, match,
+                                                     no_leaked_segments):
+    with make(4) as envs:
+        envs.reset(seed=0)
+        with pytest.raises(error, match=match):
+            envs.step(actions)
+        envs.step(np.zeros(4, dtype=np.int64))  # nothing was sent: the env goes on
+
+
+@pytest.mark.parametrize(("space", "actions", "error", "match"), [
+    ("multidiscrete", np.array([[0, 0, 0], [0, 9, 0], [0, 0, 0], [0, 0, 0]]), ValueError,
+     r"actions\[1, 1\] = 9 is outside .* \(env 1\)"),
+    ("discrete", np.array([0, 0, 5, 0]), ValueError, r"actions\[2\] = 5 is outside"),
+    ("box", np.zeros((4, 2), np.float32), ValueError, r"shape \(4, 3\)"),
+    ("dict", {"pos": np.zeros(4, np.int64)}, ValueError, "has no key 'inner'"),
+])
+def test_bad_actions_of_other_spaces(space, actions, error, match, no_leaked_segments):
+    with make(4, action_space=TEST_SPACES[space]) as envs:
+        envs.reset(seed=0)
+        with pytest.raises(error, match=match):
+            envs.step(actions)
+
+
+def test_reset_mask_checks_follow_gymnasium(no_leaked_segments):
+    with make(3) as envs:
+        with pytest.raises(TypeError, match="must be a numpy array"):
+            envs.reset(options={"reset_mask": [True, False, True]})
+        with pytest.raises(ValueError, match=r"must have shape `\(3,\)`"):
+            envs.reset(options={"reset_mask": np.array([True])})
+        with pytest.raises(TypeError, match="dtype=np.bool_"):
+            envs.reset(options={"reset_mask": np.array([1, 0, 1])})
+        with pytest.raises(ValueError, match="at least one True"):
+            envs.reset(options={"reset_mask": np.zeros(3, dtype=bool)})
+        with pytest.raises(ValueError, match="got 2 seeds for 3 envs"):
+            envs.reset(seed=[1, 2])
+        envs.reset(seed=1)  # none of the above left a call pending
+
+
+def test_full_dev_shm_is_a_clear_error(monkeypatch, no_leaked_segments):
+    monkeypatch.setattr(block_module, "shm_free_bytes", lambda path=block_module.SHM_DIR: 100)
+    with pytest.raises(shmenv.SharedMemorySpaceError, match="--shm-size"):
+        make(4)
+
+
+def test_forked_child_cannot_use_the_parents_env(no_leaked_segments):
+    envs = make(2)
+    envs.reset(seed=0)
+    pid = os.fork()
+    if pid == 0:  # the child: any call must refuse, and exiting must not touch the workers
+        try:
+            envs.step(np.zeros(2, dtype=np.int64))
+        except shmenv.ForkedEnvError:
+            os._exit(0)
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    envs.step(np.zeros(2, dtype=np.int64))  # the parent's env still works
+    envs.close()
+
+
+def test_spawned_workers_run_lambdas(no_leaked_segments):
+    """env_fns are cloudpickled, as gymnasium does: lambdas work under spawn too."""
+    with shmenv.AsyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2,
+                               context="spawn") as envs:
+        obs, _ = envs.reset(seed=0)
+        assert obs.shape == (2, 4)
