@@ -253,6 +253,8 @@ class SubprocVecEnv(VecEnv):
 
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
                    **method_kwargs: Any) -> list[Any]:
+        """Call ``method_name`` on every env (gymnasium's ``call``); ``indices`` must be
+        None."""
         if indices is not None:
             raise ValueError("shmenv calls a method on every env (gymnasium's call); pass "
                              "indices=None")

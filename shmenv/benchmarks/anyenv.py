@@ -22,6 +22,7 @@ from shmenv.benchmarks.throughput import (
     goals,
     goals_table,
     measure_contenders,
+    plot_contenders,
     run_kind,
     select,
     skipped_note,
@@ -156,16 +157,6 @@ def print_result(result: dict) -> None:
 
 
 def plot(result: dict, path: str) -> None:
-    entries = [e for e in result["contenders"] if "steps_per_s" in e]
-    if not entries:
-        return
     cfg = result["config"]
-    report.bar_plot(
-        path, [e["label"] for e in entries],
-        [e["steps_per_s"]["median"] for e in entries],
-        [e["steps_per_s"]["min"] for e in entries],
-        [e["steps_per_s"]["max"] for e in entries],
-        "env-steps/s (median, whiskers: min–max over rounds)",
-        f"{cfg['env_id']}, {cfg['num_envs']} envs on {cfg['cores']} cores",
-        highlight=[e["name"].startswith("shmenv") for e in entries],
-    )
+    plot_contenders(result, path, f"{cfg['env_id']}, {cfg['num_envs']} envs on "
+                                  f"{cfg['cores']} cores")

@@ -19,6 +19,7 @@ import numpy as np
 from shmenv.benchmarks.harness import (
     ActionCycle,
     MemorySampler,
+    run_free,
     step_function,
     time_free_running,
     time_step_loop,
@@ -64,19 +65,14 @@ def _ceiling_process(env_id: str, env_ids: list[int], num_envs: int, seed: int,
     envs = [make_env(env_id) for _ in env_ids]
     for env, env_index in zip(envs, env_ids):
         env.reset(seed=seed + env_index)
-    ready[index] = 1
-    rows = len(actions)
-    t = 0
-    done_steps = 0
-    while not stop.value:
-        row = actions[t % rows]
+
+    def step_row(row: Any) -> None:
         for env, env_index in zip(envs, env_ids):
             _obs, _reward, terminated, truncated, _info = env.step(row[env_index])
             if terminated or truncated:
                 env.reset()
-        done_steps += len(envs)
-        counters[index] = done_steps
-        t += 1
+
+    run_free(step_row, actions, len(envs), counters, ready, stop, index)
 
 
 def measure_ceiling(env_id: str, num_envs: int, seconds: float, warmup: float,

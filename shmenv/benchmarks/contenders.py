@@ -16,6 +16,7 @@ from shmenv.benchmarks.harness import (
     ActionCycle,
     MemorySampler,
     action_stream,
+    run_free,
     step_function,
     time_free_running,
     time_step_loop,
@@ -60,12 +61,8 @@ def _ceiling_process(game_name: str, env_ids: list[int], seeds: list[int], actio
     cv2.setNumThreads(1)
     games = [AtariGame(game_name, seed) for seed in seeds]
     lives = [g.lives for g in games]
-    ready[index] = 1
-    rows = len(actions)
-    t = 0
-    done_steps = 0
-    while not stop.value:
-        row = actions[t % rows]
+
+    def step_row(row: np.ndarray) -> None:
         for j, (game, env) in enumerate(zip(games, env_ids)):
             action = int(row[env])
             if emulation_only:
@@ -74,9 +71,8 @@ def _ceiling_process(game_name: str, env_ids: list[int], seeds: list[int], actio
                 _reward, terminated, truncated = game.step(action)
                 if terminated or truncated:
                     game.reset()
-        done_steps += len(games)
-        counters[index] = done_steps
-        t += 1
+
+    run_free(step_row, actions, len(games), counters, ready, stop, index)
 
 
 def measure_ceiling(game: str, num_envs: int, seconds: float, warmup: float, seed: int,

@@ -191,6 +191,22 @@ def time_free_running(target: Callable[..., None], args: Sequence[tuple], warmup
                        tree1 - tree0, sampler.peak_bytes)
 
 
+def run_free(step_row: Callable[[Any], None], actions: Any, envs_per_row: int,
+             counters: Any, ready: Any, stop: Any, index: int) -> None:
+    """The loop of a process under :func:`time_free_running`, once its envs are built:
+    ``step_row`` each row of ``actions`` in turn (cycling) until ``stop`` is set, keeping
+    ``counters[index]`` at the env-steps done."""
+    ready[index] = 1
+    rows = len(actions)
+    t = 0
+    done_steps = 0
+    while not stop.value:
+        step_row(actions[t % rows])
+        done_steps += envs_per_row
+        counters[index] = done_steps
+        t += 1
+
+
 def action_stream(seed: int, num_envs: int, num_actions: int, rows: int = 4096) -> np.ndarray:
     """The seeded random actions every contender replays, cycling: (rows, num_envs) int32."""
     rng = np.random.default_rng(seed)

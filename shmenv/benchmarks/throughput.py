@@ -275,14 +275,22 @@ def print_result(result: dict) -> None:
 
 
 def plot(result: dict, path: str) -> None:
-    entries = [e for e in result["contenders"] if "steps_per_s" in e]
     cfg = result["config"]
+    plot_contenders(result, path, f"{cfg['game']}, {cfg['num_envs']} envs on "
+                                  f"{cfg['cores']} cores")
+
+
+def plot_contenders(result: dict, path: str, title: str) -> None:
+    """Each measured contender's env-steps/s, shmenv's bars highlighted (no file if none
+    was measured)."""
+    entries = [e for e in result["contenders"] if "steps_per_s" in e]
+    if not entries:
+        return
     report.bar_plot(
         path, [e["label"] for e in entries],
         [e["steps_per_s"]["median"] for e in entries],
         [e["steps_per_s"]["min"] for e in entries],
         [e["steps_per_s"]["max"] for e in entries],
-        "env-steps/s (median, whiskers: min–max over rounds)",
-        f"{cfg['game']}, {cfg['num_envs']} envs on {cfg['cores']} cores",
+        "env-steps/s (median, whiskers: min–max over rounds)", title,
         highlight=[e["name"].startswith("shmenv") for e in entries],
     )
