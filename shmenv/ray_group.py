@@ -35,7 +35,6 @@ class ActorGroup:
         self.actors: list[Any] = []
         self.infos = [ActorInfo(j, start, stop, env_class=env_class)
                       for j, (start, stop) in enumerate(ranges)]
-        self.num_envs = ranges[-1][1]
         self.in_flight: dict[int, Any] = {}  # actor index -> its step's object ref
         self._env_actor = np.repeat(np.arange(len(ranges)),
                                     [stop - start for start, stop in ranges])
@@ -43,10 +42,9 @@ class ActorGroup:
 
     # ----------------------------------------------------------------- start-up
     def start(self, builders: Sequence[Callable[[], Any]], cpus_per_actor: float,
-              scheduling_strategy: Any, timeout: float, advice: str) -> dict[str, Any]:
+              scheduling_strategy: Any, timeout: float) -> dict[str, Any]:
         """Start one actor per builder and wait for them all; returns actor 0's
-        description (its spaces and metadata). ``advice`` ends the error if Ray cannot
-        place them in time."""
+        description (its spaces and metadata)."""
         for build in builders:
             self.actors.append(RemoteEnvActor.options(
                 num_cpus=cpus_per_actor, scheduling_strategy=scheduling_strategy,
@@ -61,7 +59,7 @@ class ActorGroup:
             raise ActorStartError(
                 f"{', '.join(late)} did not start within {timeout:.0f} s. Each actor asks "
                 f"Ray for {cpus_per_actor:g} CPUs; the cluster has {total:g} CPUs, "
-                f"{free:g} free. {advice}")
+                f"{free:g} free. Add nodes, or lower workers_per_actor / cpus_per_actor.")
         descriptions = []
         for info, ref in zip(self.infos, refs):
             try:

@@ -86,9 +86,8 @@ class RayVectorBase(ClosableEnvMixin, VectorEnv):
         self.copy = copy
         if not ray.is_initialized():
             ray.init(address=address)
-        description = self._group.start(
-            builders, self.cpus_per_actor, scheduling_strategy, startup_timeout,
-            "Add nodes, or lower workers_per_actor / cpus_per_actor.")
+        description = self._group.start(builders, self.cpus_per_actor, scheduling_strategy,
+                                        startup_timeout)
         self.single_observation_space = description["observation_space"]
         self.single_action_space = description["action_space"]
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

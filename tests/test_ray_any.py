@@ -116,7 +116,7 @@ def test_reset_mask_resets_only_the_masked_envs(ray_env, reference):
 @needs_async
 def test_bad_actions_are_refused_before_any_actor_steps(ray_env):
     ray_env.reset(seed=SEED)
-    with pytest.raises(ValueError, match=r"actions\[2\] = 7 is out of range"):
+    with pytest.raises(ValueError, match=r"actions\[2\] = 7 "):
         ray_env.step(np.array([0, 0, 7, 0]))  # CartPole has actions 0 and 1
     with pytest.raises(ValueError, match="actions must have shape"):
         ray_env.send(np.zeros(3, dtype=int), [0, 1])
