@@ -1,10 +1,12 @@
 """CartPole-v1 x N envs: shmenv.AsyncVectorEnv vs gymnasium's AsyncVectorEnv and SyncVectorEnv.
 
-    PYTHONPATH=. python bench/any_cartpole.py [--num-envs 64] [--steps 2000] [--repeats 5]
+    PYTHONPATH=. python bench/any_cartpole.py [--num-envs 64] [--steps 400] [--rounds 7]
 
-One run, the same env count and the same pre-drawn random actions for every contender;
-each repeat times ``--steps`` synchronous steps after a warm-up, and the medians of the
-repeats are compared as ratios (the machine is shared: absolute figures are noisy).
+One run, the same env count and the same pre-drawn random actions (a numpy array per
+step) for every contender. All contenders are built first, then measured in interleaved
+rounds (each times ``--steps`` synchronous steps; gymnasium's AsyncVectorEnv a quarter of
+that), so a change in the shared machine's load hits them alike; the medians over the
+rounds are compared as ratios.
 """
 
 from __future__ import annotations
@@ -19,46 +21,41 @@ import numpy as np
 import shmenv
 
 
-def env_steps_per_s(envs, actions: np.ndarray, steps: int, repeats: int) -> float:
-    envs.reset(seed=0)
-    for a in actions[:200]:  # warm-up
-        envs.step(a)
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for a in actions[:steps]:
-            envs.step(a)
-        rates.append(steps * envs.num_envs / (time.perf_counter() - start))
-    return statistics.median(rates)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--num-envs", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", default="shmenv,sync,async")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--env", default="CartPole-v1")
     args = parser.parse_args()
-    fns = [lambda: gym.make("CartPole-v1") for _ in range(args.num_envs)]
-    actions = np.random.default_rng(0).integers(0, 2, size=(args.steps, args.num_envs))
-    makers = {
-        "shmenv": lambda: shmenv.AsyncVectorEnv(fns),
-        "sync": lambda: gym.vector.SyncVectorEnv(fns),
-        "async": lambda: gym.vector.AsyncVectorEnv(fns),
-    }
-    rates = {}
-    for name in args.only.split(","):
-        envs = makers[name]()
-        try:
-            steps = args.steps if name != "async" else args.steps // 4
-            rates[name] = env_steps_per_s(envs, actions, steps, args.repeats)
-        finally:
+    fns = [lambda: gym.make(args.env) for _ in range(args.num_envs)]
+    contenders = {"shmenv.AsyncVectorEnv": shmenv.AsyncVectorEnv(fns),
+                  "gymnasium SyncVectorEnv": gym.vector.SyncVectorEnv(fns),
+                  "gymnasium AsyncVectorEnv": gym.vector.AsyncVectorEnv(fns)}
+    space = contenders["gymnasium SyncVectorEnv"].action_space
+    space.seed(0)
+    actions = [space.sample() for _ in range(args.steps)]
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    try:
+        for envs in contenders.values():
+            envs.reset(seed=0)
+            for a in actions[:50]:
+                envs.step(a)
+        for _ in range(args.rounds):
+            for name, envs in contenders.items():
+                steps = args.steps if "gymnasium Async" not in name else args.steps // 4
+                start = time.perf_counter()
+                for a in actions[:steps]:
+                    envs.step(a)
+                rates[name].append(steps * args.num_envs / (time.perf_counter() - start))
+    finally:
+        for envs in contenders.values():
             envs.close()
-        print(f"{name:>7}: {rates[name]:10,.0f} env-steps/s", flush=True)
-    if "shmenv" in rates:
-        for other in ("sync", "async"):
-            if other in rates:
-                print(f"shmenv / {other}: {rates['shmenv'] / rates[other]:.2f}x")
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    ours = medians["shmenv.AsyncVectorEnv"]
+    print(f"{args.env} x {args.num_envs} envs, median of {args.rounds} interleaved rounds")
+    for name, rate in medians.items():
+        print(f"{name:>26}: {rate:10,.0f} env-steps/s   shmenv / this: {ours / rate:5.2f}x")
 
 
 if __name__ == "__main__":

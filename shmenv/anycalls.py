@@ -3,7 +3,8 @@
 :class:`CallState` is gymnasium's ``AsyncState`` machine (one pending ``*_async`` call at a
 time, with gymnasium's error types and messages); :class:`Replies` sends one command to
 every worker and reads every reply, turning an error report into an error that names the
-env, its worker and the env's own traceback.
+env, its worker and the env's own traceback; :class:`EnvCallsMixin` is gymnasium's
+``call``/``get_attr``/``set_attr``/``render`` on top of them.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any, NoReturn
 from gymnasium import logger
 from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 
+from shmenv.anyworker import RESERVED_CALLS
 from shmenv.errors import env_error
 from shmenv.planning import check_timeout
 from shmenv.pool import WorkerPool
-from shmenv.protocol import ERROR_MAGIC, ErrorReport
+from shmenv.protocol import ERROR_MAGIC, OP_CALL, OP_SET_ATTR, ErrorReport
 from shmenv.wire import HEADER
 
 
@@ -86,14 +88,21 @@ class Replies:
         self._pool.resynchronize()
         self._pool.send_to_all(frames)
 
-    def read(self, timeout: float | None, when: str) -> list[bytes]:
-        """Every worker's reply payload (``b""`` when empty), in worker order, within
-        ``timeout`` seconds in all (None: the env's own timeout)."""
+    def send_to(self, workers: Sequence[int], frames: Sequence[memoryview]) -> None:
+        """A frame to each of some workers (async batches, which track them themselves)."""
+        self._pool.resynchronize()
+        for index, frame in zip(workers, frames, strict=True):
+            self._pool.send_frame(index, frame)
+
+    def read(self, timeout: float | None, when: str,
+             workers: Sequence[int] | None = None) -> list[bytes]:
+        """The reply payloads (``b""`` when empty) of ``workers`` (None: every worker, in
+        order), within ``timeout`` seconds in all (None: the env's own timeout)."""
         pool = self._pool
         limit = pool.timeout if timeout is None else check_timeout(timeout)
         deadline = None if limit is None else time.monotonic() + limit
-        payloads = self.payloads
-        for index in range(self._count):
+        payloads = self.payloads if workers is None else [b""] * len(workers)
+        for k, index in enumerate(range(self._count) if workers is None else workers):
             if deadline is not None:
                 pool.wait_for_reply(index, max(deadline - time.monotonic(), 1e-3), when)
             try:
@@ -104,8 +113,9 @@ class Replies:
                 payload = b""
             elif payload.startswith(ERROR_MAGIC):
                 self._raise(index, payload)
-            payloads[index] = payload
-        pool.unread_replies = False
+            payloads[k] = payload
+        if workers is None:
+            pool.unread_replies = False
         return payloads
 
     def read_objects(self, timeout: float | None, when: str) -> list[Any]:
@@ -130,3 +140,69 @@ class Replies:
                    "this env is closed: create a new one)\n\n"
                    f"Env traceback:\n{report.traceback}")
         self._pool.fail(env_error(message, report.type_name, report.traceback))
+
+
+class EnvCallsMixin:
+    """gymnasium's ``call``/``get_attr``/``set_attr``/``render`` for the generic env: one
+    pickled command to every worker, whose envs answer in env order."""
+
+    num_envs: int
+    num_workers: int
+    _env_ranges: list[tuple[int, int]]
+    _state: CallState
+    _replies: Replies
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Call the method ``name`` of every env (or read the attribute) and return the
+        results in env order."""
+        self.call_async(name, *args, **kwargs)
+        return self.call_wait()
+
+    def call_async(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Start :meth:`call` and return at once (:meth:`call_wait` collects).
+
+        Raises:
+            ValueError: ``name`` is reset, step or close (call those directly).
+            AlreadyPendingCallError: another ``*_async`` call waits for its ``*_wait``.
+        """
+        self._check_open()
+        self._state.check_idle("call_async")
+        if name in RESERVED_CALLS:
+            raise ValueError(f"Trying to call function `{name}` with `call`, use `{name}` "
+                             "directly instead.")
+        frame = command_frame(OP_CALL, pickle.dumps((name, args, kwargs)))
+        self._replies.send([frame] * self.num_workers)
+        self._state.begin(AsyncState.WAITING_CALL)
+
+    def call_wait(self, timeout: float | None = None) -> tuple[Any, ...]:
+        """The results of the pending :meth:`call_async`, in env order (errors as
+        :meth:`step_wait`)."""
+        self._check_open()
+        self._state.end(AsyncState.WAITING_CALL)
+        return tuple(self._replies.read_objects(timeout, "in a call"))
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """The attribute ``name`` of every env."""
+        return self.call(name)
+
+    def set_attr(self, name: str, values: Any) -> None:
+        """Set ``name`` in every env: a list or tuple gives one value per env, anything
+        else is set in all of them."""
+        self._check_open()
+        if not isinstance(values, (list, tuple)):
+            values = [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError("Values must be a list or tuple with length equal to the number "
+                             f"of environments. Got `{len(values)}` values for "
+                             f"{self.num_envs} environments.")
+        self._state.check_idle("set_attr")
+        self._replies.send([command_frame(OP_SET_ATTR, pickle.dumps((name, values[a:b])))
+                            for a, b in self._env_ranges])
+        self._replies.read(None, "in set_attr")
+
+    def render(self) -> tuple[Any, ...] | None:
+        """Every env's ``render()``."""
+        return self.call("render")

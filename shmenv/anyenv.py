@@ -13,44 +13,33 @@ copies; no per-env Python unless some env returned an info.
 
 from __future__ import annotations
 
-import multiprocessing
 import pickle
 from collections.abc import Callable, Sequence
-from copy import deepcopy
 from typing import Any
 
 import numpy as np
 from gymnasium import Env, Space, logger
-from gymnasium.error import CustomSpaceError
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import (
-    CloudpickleWrapper,
-    batch_space,
-    clear_mpi_env_vars,
-    concatenate,
-    create_empty_array,
-    create_shared_memory,
-    iterate,
-)
+from gymnasium.vector.utils import batch_space, iterate
 
-from shmenv.affinity import worker_cpus
-from shmenv.anycalls import AsyncState, CallState, Replies, command_frame
-from shmenv.anyspaces import ActionWriter, BlockPlan, RegionContext, fits_block
-from shmenv.anyworker import RESERVED_CALLS, AnyWorkerSpec, run_any_worker
-from shmenv.block import BlockLayout, SharedBlock
+from shmenv.anybatch import BatchMixin, ReadyBatches
+from shmenv.anycalls import AsyncState, CallState, EnvCallsMixin, Replies, command_frame
+from shmenv.anyoutputs import AnyOutputs, StepResult
+from shmenv.anyrelay import OP_RELAYED_STEP, split_relayed
+from shmenv.anyspaces import ActionWriter, BlockPlan, fits_block
+from shmenv.anystart import (
+    check_concurrency,
+    check_reset_mask,
+    check_shared_memory,
+    start_workers,
+)
 from shmenv.errors import ClosedError
 from shmenv.lifecycle import ClosableEnvMixin
-from shmenv.planning import check_timeout, env_seeds, plan_workers, spin_budget, split_envs
-from shmenv.pool import FailureNotes, WorkerPool, release
-from shmenv.protocol import OP_CALL, OP_RESET, OP_SET_ATTR, OP_STEP
-
-_NOTES = FailureNotes(
-    died=". All workers were stopped and this env is closed; create a new one.",
-    closed_while_waiting=("this AsyncVectorEnv was closed ({reason}) while this call "
-                          "waited for its workers; create a new one"))
+from shmenv.planning import DEFAULT_RELAY_FANOUT, check_timeout, env_seeds
+from shmenv.protocol import OP_RESET, OP_STEP
 
 
-class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
+class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
     """gymnasium's ``AsyncVectorEnv`` for any env: ``env_fns`` run in ``num_workers``
     processes, several envs each, observations in one shared-memory block.
 
@@ -84,6 +73,10 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
             (default: 500 when every worker can have a core, else 0).
         timeout: seconds any call may wait for a worker (None: no limit); a worker that
             does not answer is killed and named in a ``WorkerTimeoutError``.
+        relay_fanout: a synchronous step goes through a relay tree of the workers with up
+            to this many children each, so the main writes one command and reads one reply
+            whatever the number of workers (as ``shmenv.make``); 0: the main messages
+            every worker itself. Async batches and pickled actions address workers directly.
 
     Errors: an env that raises names its index, its worker and its traceback in a
     :class:`shmenv.WorkerError` (also an instance of the env's exception type when that is
@@ -104,9 +97,11 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
         max_concurrency: int | None = None,
         *,
         num_workers: int | None = None,
+        batch_size: int | None = None,
         cpu_affinity: bool | Sequence[int] = False,
         worker_spin_us: float | None = None,
         timeout: float | None = None,
+        relay_fanout: int = DEFAULT_RELAY_FANOUT,
     ) -> None:
         self._closed_reason: str | None = "it was never fully started"
         if worker is not None:
@@ -127,7 +122,7 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
         self.worker = None
         self.observation_mode = observation_mode
         self.autoreset_mode = AutoresetMode(autoreset_mode)
-        self.max_concurrency = _check_concurrency(max_concurrency)
+        self.max_concurrency = check_concurrency(max_concurrency)
         self.num_envs = len(env_fns)
         if not self.num_envs:
             raise ValueError("env_fns is empty: give at least one function that makes an env")
@@ -156,62 +151,44 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
 
         obs_in_block = shared_memory and fits_block(self.single_observation_space)
         if shared_memory and not obs_in_block:
-            _check_shared_memory(self.single_observation_space, self.num_envs)
+            check_shared_memory(self.single_observation_space, self.num_envs)
         plan = BlockPlan.create(self.single_observation_space, self.single_action_space,
                                 self.num_envs, obs_in_block)
-        self._start_workers(plan, num_workers, cpu_affinity, worker_spin_us)
+        started = start_workers(
+            self, env_fns, plan, autoreset_mode=self.autoreset_mode,
+            same_spaces=not isinstance(observation_mode, tuple), num_workers=num_workers,
+            max_concurrency=self.max_concurrency, batch_size=batch_size,
+            cpu_affinity=cpu_affinity, worker_spin_us=worker_spin_us, timeout=self.timeout,
+            context=context, daemon=daemon, relay_fanout=relay_fanout)
+        self._pool, self._block = started.pool, started.block
+        self._finalizer = started.finalizer
+        self._env_ranges, self._worker_cpus = started.ranges, started.cpus
+        self.num_workers = len(started.ranges)
+        self.batch_size = started.batch_size
+        self.relayed = started.relayed
         assert self._block.extra is not None
         self._views = plan.views(self._block.extra)
         self._write_actions = (None if self._views.actions is None
                                else ActionWriter(self.single_action_space, self._views.actions))
         self._state = CallState()
-        self._step_frames = [command_frame(OP_STEP)] * self.num_workers
-        self._obs_in_block = obs_in_block
-        self._obs_buffer = (None if obs_in_block else create_empty_array(
-            self.single_observation_space, n=self.num_envs, fn=np.zeros))
+        self._replies = Replies(self._pool)
+        self._batches = ReadyBatches(self._pool, self._env_ranges, self.batch_size)
+        self._outputs = AnyOutputs(self._views, self.single_observation_space, self.num_envs,
+                                   copy)
+        self._step_frame = command_frame(OP_STEP)
+        self._step_frames = [self._step_frame] * self.num_workers
+        self._relayed_frame = command_frame(OP_RELAYED_STEP)
+        self._silent = [b""] * self.num_workers  # a relayed reply from which none spoke
         self._closed_reason = None
 
-    def _start_workers(self, plan: BlockPlan, num_workers: int | None,
-                       cpu_affinity: bool | Sequence[int], spin_us: float | None) -> None:
-        """Create the block, start the workers (each builds its envs) and wait for them."""
-        cap = self.max_concurrency or self.num_envs
-        if num_workers is None:
-            num_workers = min(multiprocessing.cpu_count(), self.num_envs, cap)
-        elif num_workers > cap:
-            raise ValueError(f"num_workers={num_workers} exceeds max_concurrency={cap}: "
-                             "each worker runs one env at a time")
-        self.num_workers = plan_workers(self.num_envs, self.num_envs, num_workers, 1)
-        self._env_ranges = split_envs(self.num_envs, self.num_workers)
-        self._worker_cpus = worker_cpus(cpu_affinity, self.num_workers)
-        spin = spin_budget(spin_us, self.num_workers)
-        self._block = SharedBlock.create(BlockLayout(self.num_envs, (0, 0, 0),
-                                                     extra_bytes=plan.nbytes))
-        fns = [CloudpickleWrapper(fn) for fn in self.env_fns]
-        same = not isinstance(self.observation_mode, tuple)
-        specs = [AnyWorkerSpec(index, self._block.name, self._block.layout, plan, start, stop,
-                               tuple(fns[start:stop]), self.autoreset_mode, same,
-                               self._worker_cpus[index], spin)
-                 for index, (start, stop) in enumerate(self._env_ranges)]
-        self._pool = WorkerPool(specs, notes=_NOTES, on_failure=self._shutdown,
-                                timeout=self.timeout, target=run_any_worker,
-                                daemon=self.daemon)
-        self._pool.set_on_fork(self._forked)
-        self._finalizer = self._pool.finalize(self, _release, self._pool.conns,
-                                              self._pool.processes, self._block)
-        try:
-            with clear_mpi_env_vars():
-                self._pool.start(self.context)
-        except BaseException:
-            self._finalizer()
-            raise
-        self._block.unlink()  # every worker mapped it: from now on nothing can leak
-        self._replies = Replies(self._pool)
-
     # ----------------------------------------------------------------- step
-    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray,
-                                          dict[str, Any]]:
+    def step(self, actions: Any, env_ids: Any = None) -> StepResult:
         """Step every env with its action; returns batched ``(obs, rewards, terminations,
-        truncations, infos)`` as gymnasium's ``AsyncVectorEnv.step``."""
+        truncations, infos)`` as gymnasium's ``AsyncVectorEnv.step``. With ``env_ids``
+        (async batches) it is ``send(actions, env_ids)`` then ``recv()``."""
+        if env_ids is not None:
+            self.send(actions, env_ids)
+            return self.recv()
         self.step_async(actions)
         return self.step_wait()
 
@@ -226,8 +203,15 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
         """
         self._check_open()
         self._state.check_idle("step_async")
+        if self._batches.workers_in_flight:
+            self._batches.check_idle("step_async(actions)")
         if self._write_actions is not None:
             self._write_actions(actions)
+            if self.relayed:  # one write to worker 0 (see shmenv.anyrelay)
+                self._pool.resynchronize()
+                self._pool.send_relayed(self._relayed_frame)
+                self._state.begin(AsyncState.WAITING_STEP)
+                return
             frames = self._step_frames
         else:  # actions the block cannot hold: pickled, each worker its own slice
             items = list(iterate(self.action_space, actions))
@@ -238,8 +222,7 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
         self._replies.send(frames)
         self._state.begin(AsyncState.WAITING_STEP)
 
-    def step_wait(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray,
-                                                               np.ndarray, dict[str, Any]]:
+    def step_wait(self, timeout: float | None = None) -> StepResult:
         """The results of the pending :meth:`step_async`.
 
         Raises:
@@ -249,52 +232,27 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
         """
         self._check_open()
         self._state.end(AsyncState.WAITING_STEP)
-        payloads = self._replies.read(timeout, "in a step")
-        views = self._views
-        rewards = views.rewards.copy()
-        terminations = views.terminated.copy()
-        truncations = views.truncated.copy()
-        obs, infos = self._results(payloads)
-        return obs, rewards, terminations, truncations, infos
-
-    def _results(self, payloads: list[bytes]) -> tuple[Any, dict[str, Any]]:
-        """Observations and merged infos from the workers' replies (see shmenv.anyworker):
-        gymnasium's ``_add_info`` for each env that sent an info, in env order."""
-        infos: dict[str, Any] = {}
-        if self._obs_in_block:
-            obs = self._views.obs
-            if self.copy:
-                obs = obs.copy() if isinstance(obs, np.ndarray) else deepcopy(obs)
-            for payload in payloads:
-                if payload:
-                    infos = self._merge(infos, pickle.loads(payload))
-            return obs, infos
-        every_obs: list[Any] = []
-        for payload in payloads:
-            worker_obs, records = pickle.loads(payload)
-            every_obs.extend(worker_obs)
-            infos = self._merge(infos, records)
-        # A custom space has no buffer (None): concatenate returns a tuple for it.
-        self._obs_buffer = concatenate(self.single_observation_space, every_obs,
-                                       self._obs_buffer)  # type: ignore[arg-type]
-        return (deepcopy(self._obs_buffer) if self.copy else self._obs_buffer), infos
-
-    def _merge(self, infos: dict[str, Any], records: list[tuple[Any, ...]]) -> dict[str, Any]:
-        for record in records:
-            if len(record) == 4:  # SAME_STEP: the episode ended, then the env was reset
-                env, info, final_obs, final_info = record
-                infos = self._add_info(infos, {"final_obs": final_obs,
-                                               "final_info": final_info}, env)
-            else:
-                env, info = record
-            infos = self._add_info(infos, info, env)
-        return infos
+        if self.relayed:
+            reply = self._replies.read(timeout, "in a step", (0,))[0]
+            self._pool.unread_replies = False
+            payloads = split_relayed(reply, self.num_workers) if reply else self._silent
+        else:
+            payloads = self._replies.read(timeout, "in a step")
+        return self._outputs.step_result(payloads)
 
     # ----------------------------------------------------------------- reset
     def reset(self, *, seed: int | Sequence[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Reset every env (or those ``options["reset_mask"]`` selects); ``seed``: an int
-        seeds env i with ``seed + i``, a list gives each env its own."""
+        seeds env i with ``seed + i``, a list gives each env its own.
+
+        With async batches (``batch_size < num_envs``) this follows envpool: every env is
+        reset and the first ``batch_size`` ready ones are returned, with
+        ``infos["env_id"]``; the others come out of the next ``recv()`` calls."""
+        if self.batch_size < self.num_envs:
+            self.async_reset(seed=seed, options=options)
+            obs, _rewards, _terminations, _truncations, infos = self.recv()
+            return obs, infos
         self.reset_async(seed=seed, options=options)
         return self.reset_wait()
 
@@ -304,77 +262,30 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
         ``options`` go to every env's ``reset`` except ``"reset_mask"``, a bool array of
         shape ``(num_envs,)`` choosing which envs reset (the others keep their state)."""
         self._check_open()
+        frames = self._reset_frames(seed, options, "reset_async")
+        self._batches.drop_all()
+        self._replies.send(frames)
+        self._state.begin(AsyncState.WAITING_RESET)
+
+    def _reset_frames(self, seed: int | Sequence[int | None] | None,
+                      options: dict[str, Any] | None, what: str) -> list[memoryview]:
+        """Each worker's reset command, after gymnasium's checks of seeds and options."""
         seeds = env_seeds(seed, self.num_envs)
-        self._state.check_idle("reset_async")
+        self._state.check_idle(what)
         mask = None
         if options is not None and "reset_mask" in options:
             options = dict(options)
-            mask = _check_reset_mask(options.pop("reset_mask"), self.num_envs)
-        frames = [command_frame(OP_RESET, pickle.dumps(
+            mask = check_reset_mask(options.pop("reset_mask"), self.num_envs)
+        return [command_frame(OP_RESET, pickle.dumps(
             (seeds[start:stop], options, None if mask is None else mask[start:stop])))
             for start, stop in self._env_ranges]
-        self._replies.send(frames)
-        self._state.begin(AsyncState.WAITING_RESET)
 
     def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
         """The ``(obs, infos)`` of the pending :meth:`reset_async` (errors as
         :meth:`step_wait`)."""
         self._check_open()
         self._state.end(AsyncState.WAITING_RESET)
-        return self._results(self._replies.read(timeout, "in a reset"))
-
-    # ----------------------------------------------------------------- calls
-    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
-        """Call the method ``name`` of every env (or read the attribute) and return the
-        results in env order."""
-        self.call_async(name, *args, **kwargs)
-        return self.call_wait()
-
-    def call_async(self, name: str, *args: Any, **kwargs: Any) -> None:
-        """Start :meth:`call` and return at once (:meth:`call_wait` collects).
-
-        Raises:
-            ValueError: ``name`` is reset, step or close (call those directly).
-            AlreadyPendingCallError: another ``*_async`` call waits for its ``*_wait``.
-        """
-        self._check_open()
-        self._state.check_idle("call_async")
-        if name in RESERVED_CALLS:
-            raise ValueError(f"Trying to call function `{name}` with `call`, use `{name}` "
-                             "directly instead.")
-        frame = command_frame(OP_CALL, pickle.dumps((name, args, kwargs)))
-        self._replies.send([frame] * self.num_workers)
-        self._state.begin(AsyncState.WAITING_CALL)
-
-    def call_wait(self, timeout: float | None = None) -> tuple[Any, ...]:
-        """The results of the pending :meth:`call_async`, in env order (errors as
-        :meth:`step_wait`)."""
-        self._check_open()
-        self._state.end(AsyncState.WAITING_CALL)
-        return tuple(self._replies.read_objects(timeout, "in a call"))
-
-    def get_attr(self, name: str) -> tuple[Any, ...]:
-        """The attribute ``name`` of every env."""
-        return self.call(name)
-
-    def set_attr(self, name: str, values: Any) -> None:
-        """Set ``name`` in every env: a list or tuple gives one value per env, anything
-        else is set in all of them."""
-        self._check_open()
-        if not isinstance(values, (list, tuple)):
-            values = [values] * self.num_envs
-        if len(values) != self.num_envs:
-            raise ValueError("Values must be a list or tuple with length equal to the number "
-                             f"of environments. Got `{len(values)}` values for "
-                             f"{self.num_envs} environments.")
-        self._state.check_idle("set_attr")
-        self._replies.send([command_frame(OP_SET_ATTR, pickle.dumps((name, values[a:b])))
-                            for a, b in self._env_ranges])
-        self._replies.read(None, "in set_attr")
-
-    def render(self) -> tuple[Any, ...] | None:
-        """Every env's ``render()``."""
-        return self.call("render")
+        return self._outputs.reset_result(self._replies.read(timeout, "in a reset"))
 
     # Per env, as gymnasium's AsyncVectorEnv (VectorEnv declares one value).
     @property  # type: ignore[misc]
@@ -426,47 +337,3 @@ class AsyncVectorEnv(ClosableEnvMixin, VectorEnv):
     def __repr__(self) -> str:
         workers = getattr(self, "num_workers", None)
         return f"shmenv.AsyncVectorEnv(num_envs={self.num_envs}, num_workers={workers})"
-
-
-def _check_concurrency(max_concurrency: int | None) -> int | None:
-    """gymnasium's checks of ``max_concurrency`` (with its messages)."""
-    if max_concurrency is None:
-        return None
-    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, (int, np.integer)):
-        raise ValueError(f"`max_concurrency` must be an integer or None, got "
-                         f"{type(max_concurrency)}.")
-    if max_concurrency < 1:
-        raise ValueError(f"`max_concurrency` must be a positive or None, got {max_concurrency}.")
-    return int(max_concurrency)
-
-
-def _check_shared_memory(space: Space, num_envs: int) -> None:
-    """gymnasium's errors for a space its shared memory cannot lay out: ValueError for a
-    custom space, TypeError for one with a dynamic shape (Graph, Sequence)."""
-    try:
-        create_shared_memory(space, num_envs, ctx=RegionContext())  # type: ignore[arg-type]
-    except CustomSpaceError as exc:
-        raise ValueError(
-            f"Using `AsyncVectorEnv(..., shared_memory=True)` caused an error: {exc} "
-            "Pass shared_memory=False to send this space's observations pickled.") from exc
-
-
-def _check_reset_mask(mask: Any, num_envs: int) -> list[bool]:
-    """gymnasium's checks of ``options["reset_mask"]`` (with its error types)."""
-    if not isinstance(mask, np.ndarray):
-        raise TypeError(f"`options['reset_mask']` must be a numpy array, got {type(mask)}")
-    if mask.shape != (num_envs,):
-        raise ValueError(f"`options['reset_mask']` must have shape `({num_envs},)`, "
-                         f"got {mask.shape}")
-    if mask.dtype != np.bool_:
-        raise TypeError(f"`options['reset_mask']` must have `dtype=np.bool_`, got {mask.dtype}")
-    if not mask.any():
-        raise ValueError("`options['reset_mask']` must contain a boolean array with at least "
-                         f"one True value, got reset_mask={mask}")
-    return mask.tolist()
-
-
-def _release(conns: list, processes: list, block: SharedBlock) -> None:
-    """Stop the workers and release the block (module level, for ``weakref.finalize``)."""
-    release(conns, processes)
-    block.close()

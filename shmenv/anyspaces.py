@@ -153,6 +153,18 @@ def select(views: Any, start: int, stop: int) -> Any:
     return tuple(select(value, start, stop) for value in views)
 
 
+def put_rows(views: Any, rows: np.ndarray, values: Any) -> None:
+    """``views[rows] = values`` through a nested batch (async batches' actions)."""
+    if isinstance(views, np.ndarray):
+        views[rows] = values
+    elif isinstance(views, dict):
+        for key, value in views.items():
+            put_rows(value, rows, values[key])
+    else:
+        for view, value in zip(views, values):
+            put_rows(view, rows, value)
+
+
 def snapshot(views: Any) -> Any:
     """A private copy of a nested batch (a worker's actions, so an env that keeps its
     action array never sees it change under it)."""

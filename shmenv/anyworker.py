@@ -5,12 +5,9 @@ The counterpart of :mod:`shmenv.worker` for any gymnasium env, started by the sa
 step it gets one message (``OP_STEP``; the actions are already in the block) and sends one
 back. Observations, rewards and flags go into the block; the reply is empty unless some env
 returned a non-empty info (or, under ``SAME_STEP``, ended its episode), and then holds one
-pickle of only those envs' records. Spaces that do not fit the block travel pickled: the
-actions in the command, every observation in the reply.
-
-Reply records, in env order: ``(env, info)``, or under ``SAME_STEP`` for an env whose
-episode ended ``(env, reset_info, final_obs, final_info)``. A pickled-observation reply is
-one pickle of ``(observations, records)``.
+pickle of only those envs' infos, packed by :func:`shmenv.anyinfos.pack_infos`. Spaces that
+do not fit the block travel pickled: the actions in the command, and every observation in
+the reply, one pickle of ``(observations, packed infos or None)``.
 
 Where the time goes (CartPole-v1, 32 envs per worker): ``env.step`` itself (~5 µs with
 gymnasium's wrappers) is most of it; per env the loop adds a bound-method call writing the
@@ -34,6 +31,8 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space, iterate
 
 from shmenv.affinity import pin_current_process
+from shmenv.anyinfos import pack_infos
+from shmenv.anyrelay import OP_RELAYED_STEP, AnyRelay
 from shmenv.anyspaces import BlockPlan, BlockViews, obs_writer, select, snapshot
 from shmenv.block import BlockLayout, SharedBlock
 from shmenv.protocol import (
@@ -68,7 +67,9 @@ class AnyWorkerSpec:
     same_observation_space: bool = True  # "same": spaces must be equal, else shape+dtype
     cpu: int | None = None
     spin_us: float = 0.0
-    relay_children: tuple[tuple[int, int, int], ...] = ()  # no relay here (see pool)
+    # Relayed steps (shmenv.anyrelay): (worker index, first env, env stop) of each child's
+    # subtree in the relay tree, in env order.
+    relay_children: tuple[tuple[int, int, int], ...] = ()
 
 
 def _check_spaces(env: Env, spec: AnyWorkerSpec, env_index: int) -> None:
@@ -121,7 +122,8 @@ def run_any_worker(conn: Connection, spec: AnyWorkerSpec, fds_to_close: tuple[in
             conn.send(("error", ErrorReport.from_exception(exc, spec.index)))
             return
         conn.send(("ready", None))
-        EnvRunner(spec, envs, views).serve(conn)
+        EnvRunner(spec, envs, views).serve(conn, AnyRelay(spec.index, spec.relay_children,
+                                                          child_conns))
     except (EOFError, OSError):
         # The main process is gone: remove the block's name if it never could (see
         # shmenv.worker.run_worker and docs/reliability.md).
@@ -174,11 +176,13 @@ class EnvRunner:
         self._truncated: list[Any] = [False] * count
 
     # ------------------------------------------------------------------ the loop
-    def serve(self, conn: Connection) -> None:
+    def serve(self, conn: Connection, relay: AnyRelay) -> None:
         """Answer commands until ``OP_CLOSE``. Spin-then-sleep as :func:`shmenv.worker._serve`
         does: after replying, poll for the next command for up to 10% of the step just
         computed (at most ``spin_us``) before sleeping in ``recv``, because waking a
-        sleeping process adds tens of µs to every synchronous step."""
+        sleeping process adds tens of µs to every synchronous step. A relayed step goes
+        to the children first, so that they step their envs while this worker steps its
+        own (see :mod:`shmenv.anyrelay`)."""
         spin_cap = self.spec.spin_us * 1e-6
         spin_window = 0.0
         skip_spins = 0
@@ -197,6 +201,10 @@ class EnvRunner:
             opcode = int.from_bytes(message[:4], "little")
             if opcode == OP_CLOSE:
                 return
+            relayed = None
+            if opcode == OP_RELAYED_STEP:
+                relayed = relay.forward()
+                opcode = OP_STEP
             try:
                 if opcode == OP_STEP:
                     reply = self.step(message)
@@ -214,6 +222,9 @@ class EnvRunner:
                 reply = failed.report.encode(0)
             except Exception as exc:
                 reply = ErrorReport.from_exception(exc, self.spec.index).encode(0)
+            if relayed is not None:
+                spin_until = perf_counter() + min(spin_cap, 0.1 * (perf_counter() - arrived))
+                reply = relay.collect(relayed, reply, spin_until)
             conn.send_bytes(reply)
             replied_at = perf_counter()
             spin_window = min(spin_cap, 0.1 * (replied_at - arrived))
@@ -232,7 +243,8 @@ class EnvRunner:
         write_obs, needs_reset = self.write_obs, self.needs_reset
         rewards, terminated, truncated = self._rewards, self._terminated, self._truncated
         next_step, same_step, start = self.next_step, self.same_step, self.start
-        records: list[tuple[Any, ...]] = []
+        finals: list[tuple[int, Any, Any]] = []
+        infos: list[tuple[int, dict[str, Any]]] = []
         reward: Any
         j = 0
         try:
@@ -247,34 +259,36 @@ class EnvRunner:
                         if next_step:
                             needs_reset[j] = True
                         elif same_step:
-                            final_obs, final_info = obs, info
+                            finals.append((start + j, obs, info))
                             obs, info = env.reset()
-                            records.append((start + j, info, final_obs, final_info))
-                            info = None
                 write_obs(j, obs)
                 rewards[j] = reward
                 terminated[j] = term
                 truncated[j] = trunc
                 if info:
-                    records.append((start + j, info))
+                    infos.append((start + j, info))
         except Exception as exc:
             raise self._failed(exc, j) from None
         self.rewards[:] = rewards
         self.terminated[:] = terminated
         self.truncated[:] = truncated
-        return self._reply(records)
+        return self._reply(finals, infos)
 
-    def _reply(self, records: list[tuple[Any, ...]]) -> bytes:
+    def _reply(self, finals: list[tuple[int, Any, Any]],
+               infos: list[tuple[int, dict[str, Any]]]) -> bytes:
+        """The reply: empty, or one pickle of the packed infos (see shmenv.anyinfos) and,
+        for observations that do not fit the block, every observation of this worker."""
+        packed = pack_infos(finals, infos) if finals or infos else None
         if not self.obs_in_block:
-            return pickle.dumps((self.last_obs, records), PICKLE_PROTOCOL)
-        return pickle.dumps(records, PICKLE_PROTOCOL) if records else b""
+            return pickle.dumps((self.last_obs, packed), PICKLE_PROTOCOL)
+        return b"" if packed is None else pickle.dumps(packed, PICKLE_PROTOCOL)
 
     # ------------------------------------------------------------------ other commands
     def reset(self, seeds: Sequence[int | None], options: dict[str, Any] | None,
               mask: Sequence[bool] | None) -> bytes:
         """Reset the envs ``mask`` selects (all if None); the others keep their state and
         observation, as gymnasium's ``reset_mask`` does."""
-        records: list[tuple[Any, ...]] = []
+        infos: list[tuple[int, dict[str, Any]]] = []
         for j, env in enumerate(self.envs):
             if mask is not None and not mask[j]:
                 continue
@@ -284,9 +298,11 @@ class EnvRunner:
             except Exception as exc:
                 raise self._failed(exc, j) from None
             self.needs_reset[j] = False
+            self.rewards[j] = 0.0  # what an async batch returns for a reset env
+            self.terminated[j] = self.truncated[j] = False
             if info:
-                records.append((self.start + j, info))
-        return self._reply(records)
+                infos.append((self.start + j, info))
+        return self._reply([], infos)
 
     def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """Call (or read) ``name`` on every env, as gymnasium's ``call`` does."""

@@ -31,7 +31,8 @@ def run_both(env_fns, steps: int, mode: AutoresetMode, action_seed: int = 7,
              **kwargs) -> int:
     """Step shmenv.AsyncVectorEnv and SyncVectorEnv side by side with the same actions;
     returns how many episodes ended (so a test can check it saw some)."""
-    ours = shmenv.AsyncVectorEnv(env_fns, autoreset_mode=mode, num_workers=2, **kwargs)
+    kwargs.setdefault("num_workers", 2)
+    ours = shmenv.AsyncVectorEnv(env_fns, autoreset_mode=mode, **kwargs)
     theirs = SyncVectorEnv(env_fns, autoreset_mode=mode)
     ended = 0
     try:
@@ -90,6 +91,16 @@ def test_cartpole_matches_sync_vector_env(mode, no_leaked_segments):
     """The real thing: CartPole-v1 made by gym.make, as gymnasium's own tests do."""
     fns = [lambda: gym.make("CartPole-v1") for _ in range(NUM_ENVS)]
     assert run_both(fns, 60, mode) > 5
+
+
+@pytest.mark.parametrize("fanout", [0, 2])
+def test_relay_trees_give_the_same_results(fanout, no_leaked_segments):
+    """Relayed (a tree of 5 workers, fan-out 2) or not (0): the same results."""
+    fns = [rich_env(i, observation_space=TEST_SPACES["dict"]) for i in range(NUM_ENVS)]
+    assert run_both(fns, 25, AutoresetMode.SAME_STEP, num_workers=5,
+                    relay_fanout=fanout) > 5
+    with shmenv.AsyncVectorEnv(fns, num_workers=5, relay_fanout=fanout) as envs:
+        assert envs.relayed == (fanout > 0)
 
 
 def test_one_worker_per_env_and_one_env(no_leaked_segments):
@@ -159,3 +170,23 @@ def test_spaces_that_differ_between_envs_are_refused(no_leaked_segments):
     fns = [rich_env(0), rich_env(1, action_space=spaces.Discrete(4))]
     with pytest.raises(RuntimeError, match="env 1 has the action space"):
         shmenv.AsyncVectorEnv(fns, num_workers=1)
+
+
+def test_packed_infos_merge_exactly_as_gymnasium():
+    """Numbers travel as columns, the rest as records; the merge equals _add_info's, also
+    when the first env's value type decides a dtype, keys are missing or types mix."""
+    from shmenv.anyinfos import InfoMerger, pack_infos
+
+    per_env = [{"a": 1, "b": "x", "n": np.float32(0.5)}, {},
+               {"a": 2.5, "c": np.bool_(True), "n": np.float32(1.5)},
+               {"b": 3, "d": {"e": 1}, "arr": np.arange(2)}, {"a": np.int16(7), "f": True}]
+    merger = InfoMerger(len(per_env))
+    expected: dict = {}
+    for env, info in enumerate(per_env):
+        expected = merger._add_info(expected, info, env)
+    ours: dict = {}
+    for start, stop in ((0, 2), (2, 5)):  # two workers, merged in order
+        infos = [(env, per_env[env]) for env in range(start, stop) if per_env[env]]
+        ours = merger.merge(ours, pack_infos([], infos))
+    assert_same(ours, expected, "merged infos")
+    assert ours["a"].dtype == np.int64 and ours["n"].dtype == np.float32

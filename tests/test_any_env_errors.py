@@ -110,6 +110,25 @@ def test_an_env_that_raises_names_its_index_and_traceback(fail_in, no_leaked_seg
     envs.close()
 
 
+def test_errors_deep_in_the_relay_tree_name_their_origin(no_leaked_segments):
+    """5 workers, fan-out 2: worker 2 answers through worker 1 and worker 0."""
+    fns = [rich_env(i, fail_at=3 if i == 2 else None) for i in range(5)]
+    envs = shmenv.AsyncVectorEnv(fns, num_workers=5, relay_fanout=2)
+    envs.reset(seed=0)
+    with pytest.raises(ValueError, match=r"env 2 raised ValueError: step failed on purpose"
+                                         r"(.|\n)*shmenv worker 2 \(pid"):
+        for _ in range(4):
+            envs.step(np.zeros(5, dtype=np.int64))
+    envs.close()
+    envs = shmenv.AsyncVectorEnv([rich_env(i) for i in range(5)], num_workers=5,
+                                 relay_fanout=2)
+    envs.reset(seed=0)
+    os.kill(envs.worker_pids[2], signal.SIGKILL)
+    with pytest.raises(shmenv.WorkerDiedError, match=r"shmenv worker 2 \(pid \d+, env 2\)"):
+        envs.step(np.zeros(5, dtype=np.int64))
+    envs.close()
+
+
 def test_a_dead_worker_is_named(no_leaked_segments):
     envs = make(4)
     envs.reset(seed=0)
