@@ -17,7 +17,7 @@ from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space, create_empty_array
 
 from shmenv.actions import check_env_ids
-from shmenv.anyenv import _check_reset_mask as check_reset_mask  # gymnasium's checks
+from shmenv.anystart import check_reset_mask
 from shmenv.errors import ClosedError
 from shmenv.lifecycle import ClosableEnvMixin
 from shmenv.planning import env_seeds, split_envs
