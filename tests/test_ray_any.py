@@ -144,7 +144,8 @@ def test_an_env_that_raises_names_its_actor_and_closes_the_env(ray_session):
         message = str(caught.value)
         assert "shmenv Ray actor 1 (envs 2-3" in message
         assert "its AsyncVectorEnv (envs numbered from 0 within the actor)" in message
-        assert "the exploding env's step" in message and "create a new one" in message
+        assert "env 1 raised RuntimeError: the exploding env's step" in message  # 1 of 2-3
+        assert "Env traceback" in message and "create a new one" in message
         assert isinstance(caught.value, shmenv.WorkerError)
         with pytest.raises(shmenv.ClosedError):
             env.step(np.zeros(NUM_ENVS, dtype=int))
