@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from gymnasium import logger
 from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 
+from shmenv.anyrelay import combine_errors
 from shmenv.anyworker import RESERVED_CALLS
 from shmenv.errors import env_error
 from shmenv.planning import check_timeout
@@ -102,6 +103,7 @@ class Replies:
         limit = pool.timeout if timeout is None else check_timeout(timeout)
         deadline = None if limit is None else time.monotonic() + limit
         payloads = self.payloads if workers is None else [b""] * len(workers)
+        errors: list[bytes] = []
         for k, index in enumerate(range(self._count) if workers is None else workers):
             if deadline is not None:
                 pool.wait_for_reply(index, max(deadline - time.monotonic(), 1e-3), when)
@@ -112,8 +114,10 @@ class Replies:
             if payload is None:
                 payload = b""
             elif payload.startswith(ERROR_MAGIC):
-                self._raise(index, payload)
+                errors.append(payload)  # read the others first: every env error is told
             payloads[k] = payload
+        if errors:
+            self._raise(0 if workers is None else workers[0], combine_errors(errors))
         if workers is None:
             pool.unread_replies = False
         return payloads
@@ -129,15 +133,18 @@ class Replies:
         """Stop every worker and raise what an env raised (or the worker's own error)."""
         report = ErrorReport.decode(payload)
         if report is None or report.env is None:
-            self._pool.raise_error_reply(index, payload)
-        # gymnasium's AsyncVectorEnv logs these three lines; scripts that read them still can.
-        logger.error(f"Received the following error from Worker-{report.env} - "
-                     "Shutting it down")
-        logger.error(report.traceback)
+            self._pool.raise_error_reply(report.worker if report else index, payload)
+        # gymnasium's AsyncVectorEnv logs these lines; scripts that read them still can.
+        for each in report.every():
+            logger.error(f"Received the following error from Worker-{each.env} - "
+                         "Shutting it down")
+            logger.error(each.traceback)
         logger.error("Raising the last exception back to the main process.")
+        others = ", ".join(str(each.env) for each in report.also)
+        also = f"; env(s) {others} raised before it, logged above" if others else ""
         message = (f"env {report.env} raised {report.type_name}: {report.message}\n"
-                   f"(in {self._pool.describe(report.worker)}; all workers were stopped and "
-                   "this env is closed: create a new one)\n\n"
+                   f"(in {self._pool.describe(report.worker)}{also}; all workers were stopped "
+                   "and this env is closed: create a new one)\n\n"
                    f"Env traceback:\n{report.traceback}")
         self._pool.fail(env_error(message, report.type_name, report.traceback))
 

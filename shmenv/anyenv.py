@@ -20,7 +20,11 @@ from typing import Any
 import numpy as np
 from gymnasium import Env, Space, logger
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space, iterate
+from gymnasium.vector.utils import (
+    batch_differing_spaces,
+    batch_space,
+    iterate,
+)
 
 from shmenv.anybatch import BatchMixin, ReadyBatches
 from shmenv.anycalls import AsyncState, CallState, EnvCallsMixin, Replies, command_frame
@@ -34,12 +38,12 @@ from shmenv.anystart import (
     start_workers,
 )
 from shmenv.errors import ClosedError
-from shmenv.lifecycle import ClosableEnvMixin
+from shmenv.lifecycle import PoolOwnerMixin
 from shmenv.planning import DEFAULT_RELAY_FANOUT, check_timeout, env_seeds
 from shmenv.protocol import OP_RESET, OP_STEP
 
 
-class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
+class AsyncVectorEnv(BatchMixin, EnvCallsMixin, PoolOwnerMixin, VectorEnv):
     """gymnasium's ``AsyncVectorEnv`` for any env: ``env_fns`` run in ``num_workers``
     processes, several envs each, observations in one shared-memory block.
 
@@ -61,8 +65,9 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
         daemon: the workers' daemon flag (False lets envs start processes of their own).
         worker: not supported (a custom worker function for gymnasium's one-env-per-process
             loop): anything but None raises ``ValueError``.
-        observation_mode: "same", or a ``(observation_space, single_observation_space)``
-            tuple; "different" is not supported (``ValueError``).
+        observation_mode: "same", "different" (spaces of one shape and dtype but other
+            bounds; every env is made once in this process to read its space, as gymnasium
+            does) or a ``(observation_space, single_observation_space)`` tuple.
         autoreset_mode: ``NEXT_STEP`` (default, as gymnasium), ``SAME_STEP`` or ``DISABLED``.
         max_concurrency: at most this many envs run at once; shmenv's workers each step
             their envs one after another, so this caps ``num_workers``.
@@ -109,11 +114,11 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
                 "shmenv.AsyncVectorEnv runs its own worker loop (several envs per process, "
                 "observations in shared memory), so it cannot take a custom `worker` "
                 "function; use gymnasium.vector.AsyncVectorEnv for that.")
-        if isinstance(observation_mode, str) and observation_mode != "same":
+        if not isinstance(observation_mode, tuple) and observation_mode not in ("same",
+                                                                            "different"):
             raise ValueError(
-                f"shmenv.AsyncVectorEnv supports observation_mode='same' or a tuple "
-                f"(observation_space, single_observation_space), not {observation_mode!r}; "
-                "for envs whose observation spaces differ in their bounds pass that tuple.")
+                "Invalid `observation_mode`, expected: 'same' or 'different' or tuple of "
+                f"single and batch observation space, actual got {observation_mode}")
         self.env_fns = env_fns
         self.shared_memory = shared_memory
         self.copy = copy
@@ -144,8 +149,9 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
             self.observation_space, self.single_observation_space = observation_mode
         else:
             self.single_observation_space = dummy.observation_space
-            self.observation_space = batch_space(self.single_observation_space,
-                                                 self.num_envs)
+            self.observation_space = (batch_space(self.single_observation_space, self.num_envs)
+                                      if observation_mode == "same"
+                                      else batch_differing_spaces(_every_space(env_fns)))
         dummy.close()
         del dummy
 
@@ -156,7 +162,7 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
                                 self.num_envs, obs_in_block)
         started = start_workers(
             self, env_fns, plan, autoreset_mode=self.autoreset_mode,
-            same_spaces=not isinstance(observation_mode, tuple), num_workers=num_workers,
+            same_spaces=observation_mode == "same", num_workers=num_workers,
             max_concurrency=self.max_concurrency, batch_size=batch_size,
             cpu_affinity=cpu_affinity, worker_spin_us=worker_spin_us, timeout=self.timeout,
             context=context, daemon=daemon, relay_fanout=relay_fanout)
@@ -179,6 +185,7 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
         self._step_frames = [self._step_frame] * self.num_workers
         self._relayed_frame = command_frame(OP_RELAYED_STEP)
         self._silent = [b""] * self.num_workers  # a relayed reply from which none spoke
+        self._step_relayed = False  # whether the pending step went through the relay
         self._closed_reason = None
 
     # ----------------------------------------------------------------- step
@@ -205,15 +212,15 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
         self._state.check_idle("step_async")
         if self._batches.workers_in_flight:
             self._batches.check_idle("step_async(actions)")
-        if self._write_actions is not None:
-            self._write_actions(actions)
+        if self._write_actions is not None and self._write_actions(actions):
             if self.relayed:  # one write to worker 0 (see shmenv.anyrelay)
                 self._pool.resynchronize()
                 self._pool.send_relayed(self._relayed_frame)
                 self._state.begin(AsyncState.WAITING_STEP)
+                self._step_relayed = True
                 return
             frames = self._step_frames
-        else:  # actions the block cannot hold: pickled, each worker its own slice
+        else:  # pickled, each worker its slice, each env exactly what iterate gives
             items = list(iterate(self.action_space, actions))
             if len(items) != self.num_envs:
                 raise ValueError(f"got {len(items)} actions for {self.num_envs} envs")
@@ -221,6 +228,7 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
                       for start, stop in self._env_ranges]
         self._replies.send(frames)
         self._state.begin(AsyncState.WAITING_STEP)
+        self._step_relayed = False
 
     def step_wait(self, timeout: float | None = None) -> StepResult:
         """The results of the pending :meth:`step_async`.
@@ -232,7 +240,7 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
         """
         self._check_open()
         self._state.end(AsyncState.WAITING_STEP)
-        if self.relayed:
+        if self._step_relayed:
             reply = self._replies.read(timeout, "in a step", (0,))[0]
             self._pool.unread_replies = False
             payloads = split_relayed(reply, self.num_workers) if reply else self._silent
@@ -313,27 +321,17 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, ClosableEnvMixin, VectorEnv):
                         f"`{state.state.value}` to complete.")
         super().close(**kwargs)
 
-    def _before_release(self, reason: str) -> None:
-        self._pool.closing = reason  # a call waiting in another thread: ClosedError
-
-    def _forked(self) -> None:
-        self._closed_reason = "it belongs to another process"
-
-    @property
-    def worker_pids(self) -> tuple[int, ...]:
-        """The worker processes' pids, in worker order."""
-        return tuple(int(process.pid or 0) for process in self._pool.processes)
-
-    @property
-    def worker_env_ranges(self) -> tuple[tuple[int, int], ...]:
-        """Each worker's envs as ``(start, stop)``, in worker order."""
-        return tuple(self._env_ranges)
-
-    @property
-    def worker_cpus(self) -> tuple[int | None, ...]:
-        """The core each worker is pinned to (None: unpinned)."""
-        return tuple(self._worker_cpus)
-
     def __repr__(self) -> str:
         workers = getattr(self, "num_workers", None)
         return f"shmenv.AsyncVectorEnv(num_envs={self.num_envs}, num_workers={workers})"
+
+
+def _every_space(env_fns: Sequence[Callable[[], Env]]) -> list[Space]:
+    """Every env's observation space, for observation_mode="different" (gymnasium makes
+    each env once in the main process for it, too)."""
+    found = []
+    for env_fn in env_fns:
+        env = env_fn()
+        found.append(env.observation_space)
+        env.close()
+    return found

@@ -10,8 +10,8 @@ Replies of generic workers vary in length (pickled infos), so a relayed reply is
 when no worker of the subtree has anything to say (the common case: no infos), else the
 entries ``[uint32 worker][uint32 nbytes][payload]`` of the workers that do, in worker order
 (which is env order): a relaying worker prepends its own entry to its children's replies as
-they came. An error report (its own, or the first of a child's) replaces the whole reply,
-after every child's reply was read, so no pipe is left half-read.
+they came. An error report replaces the whole reply, after every child's reply was read, so no pipe
+is left half-read: it carries every env error of the subtree (:func:`combine_errors`).
 """
 
 from __future__ import annotations
@@ -61,11 +61,11 @@ class AnyRelay:
         """The subtree's reply: ``own`` (this worker's reply payload, or its error report)
         and every reached child's. Until ``spin_until`` (a ``perf_counter`` time) a child's
         reply is polled for instead of slept on, as the worker's own wait does."""
-        error = own if own.startswith(ERROR_MAGIC) else None
-        parts = [ENTRY.pack(self.index, len(own)), own] if own and error is None else []
+        errors = [own] if own.startswith(ERROR_MAGIC) else []
+        parts = [ENTRY.pack(self.index, len(own)), own] if own and not errors else []
         for (worker, fd), got_command in zip(self._children, reached):
             if not got_command:
-                error = error or ErrorReport.died(worker).encode(0)
+                errors.append(ErrorReport.died(worker).encode(0))
                 continue
             poll = self._pollers[fd].poll
             while not poll(0) and perf_counter() < spin_until:
@@ -73,15 +73,15 @@ class AnyRelay:
             try:
                 payload = read_frame_into(fd, self._header, self._empty)
             except (EOFError, OSError):
-                error = error or ErrorReport.died(worker).encode(0)
+                errors.append(ErrorReport.died(worker).encode(0))
                 continue
             if payload:
                 if payload.startswith(ERROR_MAGIC):
-                    error = error or payload
+                    errors.append(payload)
                 else:
                     parts.append(payload)
-        if error is not None:
-            return error
+        if errors:
+            return combine_errors(errors)
         return b"".join(parts)
 
 
@@ -95,3 +95,15 @@ def split_relayed(payload: bytes, num_workers: int) -> list[bytes]:
         payloads[worker] = payload[offset:offset + size]
         offset += size
     return payloads
+
+
+def combine_errors(payloads: list[bytes]) -> bytes:
+    """One error reply for several workers' (in worker order): every env error they carry,
+    the last raised first in line; a dead or confused worker's report alone, as it is what
+    stopped the step."""
+    reports = [ErrorReport.decode(payload) for payload in payloads]
+    for report, payload in zip(reports, payloads):
+        if report is None or report.kind != "raised":
+            return payload
+    raised = [each for report in reports if report is not None for each in report.every()]
+    return ErrorReport.combine(raised).encode(0)

@@ -25,8 +25,6 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory
 
-from shmenv.actions import check_actions
-
 _ALIGN = 64
 BLOCK_LEAVES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
@@ -199,32 +197,48 @@ def obs_writer(space: spaces.Space, views: Any) -> Callable[[int, Any], None]:
 class ActionWriter:
     """Checks and copies each step's batch of actions into the block (the main's side).
 
-    A flat ``Discrete`` space starting at 0 (CartPole's and most others') goes through
-    :func:`shmenv.actions.check_actions`, the validator the Atari envs use: a few µs
-    without a ufunc; every other space through :func:`write_actions`."""
+    Calling it returns True once the actions are in the block, or False when they must
+    travel pickled instead: a flat Box batch that is not an ndarray of the space's own
+    dtype and shape, because gymnasium hands each env exactly what the caller gave (a
+    float64 scalar stays one, where a cast to the space's float32 would change it; a
+    scalar for a ``(1,)`` space stays a scalar). Every other space is checked and copied by
+    :func:`write_actions`.
+    """
 
     def __init__(self, space: spaces.Space, views: Any) -> None:
         self.space = space
         self.views = views
-        self.num_actions = (int(space.n) if isinstance(space, spaces.Discrete)
-                            and int(space.start) == 0 else 0)
-        self.name = f"the action space {space}"
+        self.box = isinstance(space, spaces.Box)
 
-    def __call__(self, actions: Any) -> None:
-        if self.num_actions:
-            self.views[:] = check_actions(actions, len(self.views), self.num_actions,
-                                          self.name)
-        else:
-            write_actions(self.space, self.views, actions)
+    def __call__(self, actions: Any) -> bool:
+        if self.box:
+            views = self.views
+            if (type(actions) is np.ndarray and actions.dtype == views.dtype
+                    and actions.shape == views.shape):
+                np.copyto(views, actions)
+                return True
+            # Anything else goes to the envs as gymnasium's iterate gives it, unchecked
+            # but for the count (gymnasium's own tests step Box envs with scalars).
+            try:
+                count = len(actions)
+            except TypeError:
+                raise TypeError(f"actions must be a batch of {len(views)} actions of "
+                                f"{self.space} (one per env), got {actions!r}") from None
+            if count != len(views):
+                raise ValueError(f"actions must hold {len(views)} actions of {self.space} "
+                                 f"(one per env), got {count}")
+            return False
+        write_actions(self.space, self.views, actions)
+        return True
 
 
 def write_actions(space: spaces.Space, views: Any, actions: Any, path: str = "actions") -> None:
     """Check a batch of actions against the single-env ``space`` and copy it into ``views``.
 
-    Raises ValueError or TypeError naming the first bad entry (env index and value): a
-    wrong shape, a non-integer for a discrete space, a value outside a discrete space's
-    range. Box values are cast to the space's dtype (as gymnasium's vector envs pass them
-    on) but not clipped or checked against the bounds.
+    Raises TypeError or ValueError naming what is wrong: a scalar or a wrong shape (the
+    batch has one action per env), a non-integer for a discrete space (naming the first
+    one). Values are not checked against the space's range or bounds: as under gymnasium,
+    the env decides (an env that refuses one raises, and its error names the env).
     """
     if isinstance(space, spaces.Dict):
         if not isinstance(actions, dict):
@@ -242,31 +256,27 @@ def write_actions(space: spaces.Space, views: Any, actions: Any, path: str = "ac
         for k, (sub, view, part) in enumerate(zip(space.spaces, views, actions)):
             write_actions(sub, view, part, f"{path}[{k}]")
         return
-    count = len(views)
-    array = np.asarray(actions)
-    shape = (count, *(space.shape or ()))
+    shape = views.shape
+    try:
+        array = np.asarray(actions)
+    except ValueError as exc:  # a ragged list
+        raise ValueError(f"{path} must be a batch of shape {shape}: {exc}") from None
+    if array.ndim == 0:
+        raise TypeError(f"{path} must be a batch of shape {shape} (one action of {space} "
+                        f"per env), got the scalar {actions!r}")
     if array.shape != shape:
         raise ValueError(f"{path} must have shape {shape} (one action of {space} per env), "
                          f"got shape {array.shape}")
-    if isinstance(space, spaces.Box):
-        np.copyto(views, array, casting="same_kind")
-        return
-    binary = isinstance(space, spaces.MultiBinary)
-    if array.dtype.kind not in ("iub" if binary else "iu"):
-        raise TypeError(f"{path} must be integers for the action space {space}, got dtype "
-                        f"{array.dtype}")
-    if binary:
-        low, high = np.asarray(0), np.asarray(2)
-    elif isinstance(space, spaces.MultiDiscrete):
-        low = np.asarray(space.start)
-        high = low + space.nvec
-    else:  # Discrete
-        low = np.asarray(int(space.start))  # type: ignore[attr-defined]
-        high = low + int(space.n)  # type: ignore[attr-defined]
-    bad = (array < low) | (array >= high)
-    if bad.any():
-        where = np.argwhere(bad)[0]
-        value = array[tuple(where)].item()
-        raise ValueError(f"{path}[{', '.join(map(str, where))}] = {value!r} is outside the "
-                         f"action space {space} (env {where[0]})")
-    np.copyto(views, array, casting="unsafe")
+    if not isinstance(space, spaces.Box):
+        allowed = "iub" if isinstance(space, spaces.MultiBinary) else "iu"
+        if array.dtype.kind not in allowed:
+            flat = array.reshape(-1).tolist()
+            index = next((i for i, v in enumerate(flat) if isinstance(v, bool)
+                          or not isinstance(v, (int, np.integer))), None)
+            if index is not None:
+                position = np.unravel_index(index, shape)
+                raise TypeError(
+                    f"{path} must be integers for the action space {space}: "
+                    f"{path}[{', '.join(map(str, position))}] = {flat[index]!r} "
+                    f"(env {position[0]}, array dtype {array.dtype})")
+    np.copyto(views, array, casting="unsafe" if array.dtype.kind == "O" else "same_kind")

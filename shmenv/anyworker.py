@@ -45,7 +45,7 @@ from shmenv.protocol import (
     ErrorReport,
     sync_marker,
 )
-from shmenv.worker import SPIN_BACKOFF_STEPS
+from shmenv.worker import SpinWait
 
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 # Names call() may not reach: they have their own commands (as gymnasium refuses them).
@@ -80,10 +80,16 @@ def _check_spaces(env: Env, spec: AnyWorkerSpec, env_index: int) -> None:
     same_obs = (env.observation_space == single_obs if spec.same_observation_space
                 else is_space_dtype_shape_equiv(env.observation_space, single_obs))
     if not same_obs:
+        if spec.same_observation_space:
+            raise RuntimeError(
+                "AsyncVectorEnv(..., observation_mode='same') however the sub-environments "
+                f"observation spaces are not equivalent. env {env_index} has "
+                f"{env.observation_space}, env 0 {single_obs}. If this is intentional, use "
+                "`observation_mode='different'` instead.")
         raise RuntimeError(
-            f"env {env_index} has the observation space {env.observation_space}, not "
-            f"{single_obs} as env 0: AsyncVectorEnv(..., observation_mode='same') needs "
-            "equal observation spaces in every env.")
+            "AsyncVectorEnv(..., observation_mode='different' or custom space) however the "
+            f"sub-environment's observation spaces do not share a common shape and dtype: "
+            f"env {env_index} has {env.observation_space}, env 0 {single_obs}.")
     if env.action_space != spec.plan.action_space:
         raise RuntimeError(
             f"env {env_index} has the action space {env.action_space}, not "
@@ -177,25 +183,13 @@ class EnvRunner:
 
     # ------------------------------------------------------------------ the loop
     def serve(self, conn: Connection, relay: AnyRelay) -> None:
-        """Answer commands until ``OP_CLOSE``. Spin-then-sleep as :func:`shmenv.worker._serve`
-        does: after replying, poll for the next command for up to 10% of the step just
-        computed (at most ``spin_us``) before sleeping in ``recv``, because waking a
-        sleeping process adds tens of µs to every synchronous step. A relayed step goes
+        """Answer commands until ``OP_CLOSE``, waiting for each with the Atari workers'
+        spin-then-sleep rule (:class:`shmenv.worker.SpinWait`). A relayed step goes
         to the children first, so that they step their envs while this worker steps its
         own (see :mod:`shmenv.anyrelay`)."""
-        spin_cap = self.spec.spin_us * 1e-6
-        spin_window = 0.0
-        skip_spins = 0
-        replied_at = perf_counter()
+        waiter = SpinWait(self.spec.spin_us)
         while True:
-            if skip_spins:
-                skip_spins -= 1
-            elif spin_window:
-                deadline = replied_at + spin_window
-                while not conn.poll(0):
-                    if perf_counter() > deadline:
-                        skip_spins = SPIN_BACKOFF_STEPS
-                        break
+            waiter.wait(conn)
             message = conn.recv_bytes()
             arrived = perf_counter()
             opcode = int.from_bytes(message[:4], "little")
@@ -223,11 +217,9 @@ class EnvRunner:
             except Exception as exc:
                 reply = ErrorReport.from_exception(exc, self.spec.index).encode(0)
             if relayed is not None:
-                spin_until = perf_counter() + min(spin_cap, 0.1 * (perf_counter() - arrived))
-                reply = relay.collect(relayed, reply, spin_until)
+                reply = relay.collect(relayed, reply, waiter.spin_until(arrived))
             conn.send_bytes(reply)
-            replied_at = perf_counter()
-            spin_window = min(spin_cap, 0.1 * (replied_at - arrived))
+            waiter.replied(arrived)
 
     def _failed(self, exc: Exception, j: int) -> _EnvFailed:
         return _EnvFailed(ErrorReport.from_exception(exc, self.spec.index, self.start + j))
@@ -236,19 +228,19 @@ class EnvRunner:
     def step(self, message: bytes) -> bytes:
         """Step every env once; autoreset as gymnasium's vector envs do (see module doc)."""
         actions: Iterator[Any]
-        if self.actions is not None:
-            actions = iterate(cast(Space, self.batch_action_space), snapshot(self.actions))
-        else:
+        if len(message) > 4:  # the actions came pickled (see ActionWriter)
             actions = iter(pickle.loads(message[4:]))
+        else:
+            actions = iterate(cast(Space, self.batch_action_space), snapshot(self.actions))
         write_obs, needs_reset = self.write_obs, self.needs_reset
         rewards, terminated, truncated = self._rewards, self._terminated, self._truncated
         next_step, same_step, start = self.next_step, self.same_step, self.start
         finals: list[tuple[int, Any, Any]] = []
         infos: list[tuple[int, dict[str, Any]]] = []
         reward: Any
-        j = 0
-        try:
-            for j, (env, action) in enumerate(zip(self.envs, actions, strict=True)):
+        failed: list[ErrorReport] = []
+        for j, (env, action) in enumerate(zip(self.envs, actions, strict=True)):
+            try:
                 if next_step and needs_reset[j]:
                     obs, info = env.reset()
                     reward, term, trunc = 0.0, False, False
@@ -267,8 +259,10 @@ class EnvRunner:
                 truncated[j] = trunc
                 if info:
                     infos.append((start + j, info))
-        except Exception as exc:
-            raise self._failed(exc, j) from None
+            except Exception as exc:  # the other envs still step, as under gymnasium
+                failed.append(ErrorReport.from_exception(exc, self.spec.index, start + j))
+        if failed:
+            raise _EnvFailed(ErrorReport.combine(failed))
         self.rewards[:] = rewards
         self.terminated[:] = terminated
         self.truncated[:] = truncated

@@ -52,3 +52,29 @@ class ClosableEnvMixin:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class PoolOwnerMixin(ClosableEnvMixin):
+    """For a vector env whose workers are a :class:`shmenv.pool.WorkerPool` (``_pool``)
+    serving the env ranges ``_env_ranges``: the pool's side of closing and forking, and
+    the read-only facts about its workers."""
+
+    _pool: Any
+    _env_ranges: list[tuple[int, int]]
+
+    def _before_release(self, reason: str) -> None:
+        self._pool.closing = reason  # a call waiting in another thread: ClosedError
+
+    def _forked(self) -> None:
+        """In a forked child (see WorkerPool.forked_away): refuse every call."""
+        self._closed_reason = "it belongs to another process"
+
+    @property
+    def worker_pids(self) -> tuple[int, ...]:
+        """The worker processes' pids, in worker order (they stay listed after close)."""
+        return tuple(int(process.pid or 0) for process in self._pool.processes)
+
+    @property
+    def worker_env_ranges(self) -> tuple[tuple[int, int], ...]:
+        """Each worker's envs as ``(start, stop)``, in worker order."""
+        return tuple(self._env_ranges)

@@ -19,6 +19,7 @@ All little-endian, no pickling on the hot path:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import pickle
 import struct
@@ -131,7 +132,9 @@ class ErrorReport:
     only ``worker`` is meaningful) or "malformed" (a reply that made no sense).
     ``worker``: the index of the worker it happened in, which for a relayed step may be
     another worker than the one whose pipe carried the report. ``env``: the env whose own
-    code raised (the generic worker's envs), None if no env was at fault.
+    code raised (the generic worker's envs), None if no env was at fault. ``also``: the
+    reports of other envs that raised in the same command before this one (the generic
+    workers step every env even when one fails, as gymnasium's one-env processes do).
     """
 
     type_name: str
@@ -140,6 +143,16 @@ class ErrorReport:
     worker: int
     kind: str = "raised"
     env: int | None = None
+    also: tuple[ErrorReport, ...] = ()
+
+    def every(self) -> tuple[ErrorReport, ...]:
+        """This report and those it carries, in the order they were raised."""
+        return (*self.also, self)
+
+    @staticmethod
+    def combine(reports: list[ErrorReport]) -> ErrorReport:
+        """One report of several envs' errors: the last raised, carrying the others."""
+        return dataclasses.replace(reports[-1], also=tuple(reports[:-1]))
 
     @classmethod
     def from_exception(cls, exc: BaseException, worker: int,

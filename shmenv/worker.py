@@ -130,6 +130,50 @@ def run_worker(conn: Connection, spec: WorkerSpec, fds_to_close: tuple[int, ...]
             block.close()
 
 
+class SpinWait:
+    """The spin-then-sleep wait of a worker for its next command (and of a relaying worker
+    for its children's replies), shared by the Atari and the generic workers.
+
+    A sleeping worker on an idle core (above all in a VM) takes tens to hundreds of µs to
+    wake, on every step's critical path. So after replying, a worker polls for up to a
+    window (at most ``spin_us`` and 10% of the step just computed) before sleeping. A spin
+    that ends empty-handed means the trainer does other work between steps: then it sleeps
+    at once for the next ``SPIN_BACKOFF_STEPS`` waits, so at most ~1% of a core is wasted.
+    """
+
+    __slots__ = ("_cap", "_window", "_skip", "_replied_at")
+
+    def __init__(self, spin_us: float) -> None:
+        self._cap = spin_us * 1e-6
+        self._window = 0.0
+        self._skip = 0
+        self._replied_at = perf_counter()
+
+    def wait(self, conn: Connection) -> None:
+        """Return when ``conn`` has a command, or when the spin window is over."""
+        if self._skip:
+            self._skip -= 1
+        elif self._window:
+            deadline = self._replied_at + self._window
+            while not conn.poll(0):
+                if perf_counter() > deadline:
+                    self._skip = SPIN_BACKOFF_STEPS
+                    break
+
+    def spin_until(self, arrived: float) -> float:
+        """Until when a relaying worker polls for its children's replies (a
+        ``perf_counter`` time; 0.0 without a spin budget)."""
+        if not self._cap:
+            return 0.0
+        now = perf_counter()
+        return now + min(self._cap, 0.1 * (now - arrived))
+
+    def replied(self, arrived: float) -> None:
+        """A reply went out for the command that arrived at ``arrived``."""
+        self._replied_at = perf_counter()
+        self._window = min(self._cap, 0.1 * (self._replied_at - arrived))
+
+
 class Relay:
     """Passes a relayed step down this worker's part of the relay tree and its replies up.
 
@@ -239,16 +283,7 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
     # relayed step hangs, the main finds the worker that holds it up there (WorkerPool).
     progress = (memoryview(block.progress[spec.index])
                 if spec.index < spec.layout.num_workers else None)
-    # Spin-then-sleep wait for the next command. A sleeping worker on an idle core (above
-    # all in a VM) takes tens to hundreds of µs to wake, on every step's critical path. So
-    # after replying, poll for up to `spin_window` (at most spec.spin_us and 10% of the step
-    # just computed) before sleeping. A spin that ends empty-handed means the trainer does
-    # other work between steps: then sleep at once for the next SPIN_BACKOFF_STEPS waits,
-    # so at most ~1% of a core is wasted on it.
-    spin_cap = spec.spin_us * 1e-6
-    spin_window = 0.0
-    skip_spins = 0
-    replied_at = perf_counter()
+    waiter = SpinWait(spec.spin_us)  # spin-then-sleep for the next command (see SpinWait)
 
     # One env's reset and step, shared by the batch commands and the drop-in Workers' per-env
     # ones (OP_EACH). A closure call costs ~0.1 µs per env against ~1 ms of emulation.
@@ -304,14 +339,7 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
               episode_time=episode_time, episode_length=episode_length)
 
     while True:
-        if skip_spins:
-            skip_spins -= 1
-        elif spin_window:
-            deadline = replied_at + spin_window
-            while not conn.poll(0):
-                if perf_counter() > deadline:
-                    skip_spins = SPIN_BACKOFF_STEPS
-                    break
+        waiter.wait(conn)
         conn.recv_bytes_into(command)
         arrived = perf_counter()
         opcode = command[0]
@@ -355,9 +383,8 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
         except Exception as exc:
             error = ErrorReport.from_exception(exc, spec.index).encode(reply_nbytes)
         if relayed is not None:
-            spin_until = perf_counter() + min(spin_cap, 0.1 * (perf_counter() - arrived))
             child_error = relay.collect(relayed, subtree_replies, size,
-                                        spin_until if spin_cap else 0.0)
+                                        waiter.spin_until(arrived))
             if error is None and child_error is not None:
                 error = child_error.encode(len(subtree_replies))
             elif error is not None:
@@ -371,5 +398,4 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
                 progress[REPLIED] += 1
         else:
             conn.send_bytes(replies)
-        replied_at = perf_counter()
-        spin_window = min(spin_cap, 0.1 * (replied_at - arrived))
+        waiter.replied(arrived)

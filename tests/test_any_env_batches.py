@@ -79,8 +79,8 @@ def test_batch_misuse_is_named(no_leaked_segments):
             envs.send(np.zeros(2, dtype=np.int64), other)
         with pytest.raises(ValueError, match="whole workers"):
             envs.send(np.zeros(1, dtype=np.int64), infos["env_id"][:1])
-        with pytest.raises(ValueError, match=r"= 7 is outside .* env_ids of this send\(\)"):
-            envs.send(np.array([0, 7]), infos["env_id"])
+        with pytest.raises(ValueError, match=r"shape \(2,\).* env_ids of this send\(\)"):
+            envs.send(np.array([0, 1, 2]), infos["env_id"])
         envs.send(np.zeros(2, dtype=np.int64), infos["env_id"])
         envs.recv()
         envs.recv()

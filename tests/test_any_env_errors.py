@@ -66,8 +66,8 @@ def test_unsupported_arguments_are_named():
     fns = [rich_env(0)]
     with pytest.raises(ValueError, match="custom `worker`"):
         shmenv.AsyncVectorEnv(fns, worker=lambda *args: None)
-    with pytest.raises(ValueError, match="observation_mode='same'"):
-        shmenv.AsyncVectorEnv(fns, observation_mode="different")
+    with pytest.raises(ValueError, match="Invalid `observation_mode`"):
+        shmenv.AsyncVectorEnv(fns, observation_mode="invalid")
     with pytest.raises(ValueError, match="must be an integer or None"):
         shmenv.AsyncVectorEnv(fns, max_concurrency=2.5)
     with pytest.raises(ValueError, match="must be a positive or None"):
@@ -95,15 +95,18 @@ def test_custom_space_in_shared_memory_raises_gymnasiums_value_error(no_leaked_s
 @pytest.mark.parametrize("fail_in", ["step", "reset"])
 def test_an_env_that_raises_names_its_index_and_traceback(fail_in, no_leaked_segments):
     """The error is a shmenv.WorkerError and, as under gymnasium, the env's ValueError."""
-    envs = make(4, fail_at=3 if fail_in == "step" else 12, fail_in=fail_in)
+    envs = make(4, fail_at=1 if fail_in == "step" else 12, fail_in=fail_in)
     with pytest.raises(ValueError, match=f"{fail_in} failed on purpose") as caught:
         envs.reset(seed=10)
         for _ in range(5):
             envs.step(np.zeros(4, dtype=np.int64))
     error = caught.value
     assert isinstance(error, shmenv.WorkerError)
-    which = 2 if fail_in == "reset" else 0
-    assert f"env {which} raised ValueError" in str(error)
+    if fail_in == "reset":  # only env 2 got the seed 12
+        assert "env 2 raised ValueError" in str(error)
+    else:  # every env failed; each is logged, the last is raised (as gymnasium does)
+        assert "env 3 raised ValueError" in str(error)
+        assert "env(s) 0, 1, 2 raised before it" in str(error)
     assert "shmenv worker" in str(error) and f"in {fail_in}" in error.worker_traceback
     with pytest.raises(ClosedEnvironmentError):
         envs.step(np.zeros(4, dtype=np.int64))
@@ -156,9 +159,9 @@ def test_step_wait_timeout_raises_timeout_error(no_leaked_segments):
 
 @pytest.mark.parametrize(("actions", "error", "match"), [
     (np.zeros(3, dtype=np.int64), ValueError, r"shape \(4,\)"),
-    (np.array([0, 1, 3, 0]), ValueError, r"actions\[2\] = 3 is out of range"),
-    (np.array([0.0, 1.0, 1.0, 0.0]), TypeError, "must be integers"),
-    ([0, 1, None, 0], TypeError, r"actions\[2\] = None"),
+    (0, TypeError, "got the scalar 0"),
+    (np.array([0.0, 1.0, 1.0, 0.0]), TypeError, r"must be integers .* actions\[0\] = 0.0"),
+    ([0, 1, None, 0], TypeError, r"actions\[2\] = None \(env 2"),
 ])
 def test_bad_discrete_actions_name_the_env_and_value(actions, error, match,
                                                      no_leaked_segments):
@@ -169,18 +172,43 @@ def test_bad_discrete_actions_name_the_env_and_value(actions, error, match,
         envs.step(np.zeros(4, dtype=np.int64))  # nothing was sent: the env goes on
 
 
+def test_actions_outside_the_space_are_the_envs_to_refuse(no_leaked_segments):
+    """As under gymnasium, the env judges its action: CartPole's assertion names the env."""
+    envs = shmenv.AsyncVectorEnv([lambda: gym.make("CartPole-v1")] * 4)
+    envs.reset(seed=0)
+    with pytest.raises(AssertionError, match=r"env 2 raised AssertionError: .*5.* invalid"):
+        envs.step(np.array([0, 1, 5, 0]))
+    envs.close()
+
+
 @pytest.mark.parametrize(("space", "actions", "error", "match"), [
-    ("multidiscrete", np.array([[0, 0, 0], [0, 9, 0], [0, 0, 0], [0, 0, 0]]), ValueError,
-     r"actions\[1, 1\] = 9 is outside .* \(env 1\)"),
-    ("discrete", np.array([0, 0, 5, 0]), ValueError, r"actions\[2\] = 5 is outside"),
-    ("box", np.zeros((4, 2), np.float32), ValueError, r"shape \(4, 3\)"),
+    ("multidiscrete", np.zeros((4, 2), np.int64), ValueError, r"shape \(4, 3\)"),
+    ("box", np.zeros((3, 3), np.float32), ValueError, r"must hold 4 actions .* got 3"),
+    ("box", [[0.0] * 3] * 5, ValueError, r"must hold 4 actions .* got 5"),
+    ("box", 0.5, TypeError, r"must be a batch of 4 actions"),
     ("dict", {"pos": np.zeros(4, np.int64)}, ValueError, "has no key 'inner'"),
+    ("tuple", np.zeros(4), TypeError, "must be a tuple of 2 batches"),
 ])
 def test_bad_actions_of_other_spaces(space, actions, error, match, no_leaked_segments):
     with make(4, action_space=TEST_SPACES[space]) as envs:
         envs.reset(seed=0)
         with pytest.raises(error, match=match):
             envs.step(actions)
+
+
+def test_box_actions_reach_the_env_as_given(no_leaked_segments):
+    """A batch of another dtype than the space's travels pickled, so each env gets what
+    gymnasium would give it (here float64 scalars for a float32 space)."""
+    space = spaces.Box(0, 1, (), np.float32)
+    with make(2, action_space=space) as envs:
+        envs.reset(seed=0)
+        envs.set_attr("length", 1000)  # no episode ends
+        for actions in (np.array([0.25, 0.5]), np.array([0.25, 0.5], np.float32),
+                        [0.25, 0.5]):
+            envs.step(actions)
+            *_, infos = envs.step(actions)  # every second step reports its action
+            assert infos["action"].tolist() == [0.25, 0.5]
+            assert infos["action"].dtype == np.asarray(actions).dtype
 
 
 def test_reset_mask_checks_follow_gymnasium(no_leaked_segments):
