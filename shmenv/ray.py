@@ -186,14 +186,13 @@ class RayAsyncVectorEnv(RayVectorBase):
         self._closed_reason = None
 
     def _check_actions(self, actions: Any, count: int) -> Any:
-        """The batch checked and copied as ``shmenv.AsyncVectorEnv`` does it (an error
-        names the env and value; nothing is sent); for spaces the block cannot hold, one
-        row per env in every array, the actors checking the values."""
+        """The batch checked for shape and type as ``shmenv.AsyncVectorEnv`` checks it (an
+        error names what is wrong; nothing is sent), then passed on as given, so that each
+        actor's envs get what they would locally; for spaces the block cannot hold, one row
+        per env in every array. Values are the envs' to judge, as under gymnasium."""
         space = self.single_action_space
         if fits_block(space):
-            batch = create_empty_array(space, count)
-            write_actions(space, batch, actions)
-            return batch
+            write_actions(space, create_empty_array(space, count), actions)
 
         def rows(leaf: Any) -> Any:
             if isinstance(leaf, dict):
