@@ -22,7 +22,6 @@ from shmenv.benchmarks.throughput import (
     goals,
     goals_table,
     measure_contenders,
-    plot_contenders,
     run_kind,
     select,
     skipped_note,
@@ -154,9 +153,3 @@ def tables(result: dict) -> list[report.Table]:
 
 def print_result(result: dict) -> None:
     report.print_tables(tables(result))
-
-
-def plot(result: dict, path: str) -> None:
-    cfg = result["config"]
-    plot_contenders(result, path, f"{cfg['env_id']}, {cfg['num_envs']} envs on "
-                                  f"{cfg['cores']} cores")

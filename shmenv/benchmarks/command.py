@@ -197,13 +197,13 @@ def run_startup(args: argparse.Namespace) -> int:
 
 
 def run_anyenv(args: argparse.Namespace) -> int:
-    from shmenv.benchmarks import anyenv
+    from shmenv.benchmarks import anyenv, throughput
 
     result = anyenv.run(env_id=args.env, num_envs=args.num_envs, seconds=args.seconds,
                         rounds=args.rounds, warmup=args.warmup, seed=args.seed,
                         only=args.only, show_progress=not args.no_progress)
     anyenv.print_result(result)
-    return _finish(result, args, anyenv.plot)
+    return _finish(result, args, throughput.plot)  # the same contender bars
 
 
 def run_layouts(args: argparse.Namespace) -> int:

@@ -275,17 +275,14 @@ def print_result(result: dict) -> None:
 
 
 def plot(result: dict, path: str) -> None:
-    cfg = result["config"]
-    plot_contenders(result, path, f"{cfg['game']}, {cfg['num_envs']} envs on "
-                                  f"{cfg['cores']} cores")
-
-
-def plot_contenders(result: dict, path: str, title: str) -> None:
     """Each measured contender's env-steps/s, shmenv's bars highlighted (no file if none
-    was measured)."""
+    was measured); also the any-env suite's plot (its subject is an env id, not a game)."""
     entries = [e for e in result["contenders"] if "steps_per_s" in e]
     if not entries:
         return
+    cfg = result["config"]
+    title = (f"{cfg.get('game') or cfg['env_id']}, {cfg['num_envs']} envs on "
+             f"{cfg['cores']} cores")
     report.bar_plot(
         path, [e["label"] for e in entries],
         [e["steps_per_s"]["median"] for e in entries],
