@@ -16,7 +16,6 @@ import statistics
 import time
 
 import gymnasium as gym
-import numpy as np
 
 import shmenv
 

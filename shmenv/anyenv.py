@@ -21,7 +21,6 @@ import numpy as np
 from gymnasium import Env, Space, logger
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import (
-    batch_differing_spaces,
     batch_space,
     iterate,
 )
@@ -35,6 +34,8 @@ from shmenv.anystart import (
     check_concurrency,
     check_reset_mask,
     check_shared_memory,
+    check_unsupported,
+    read_env_facts,
     start_workers,
 )
 from shmenv.errors import ClosedError
@@ -109,16 +110,7 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, PoolOwnerMixin, VectorEnv):
         relay_fanout: int = DEFAULT_RELAY_FANOUT,
     ) -> None:
         self._closed_reason: str | None = "it was never fully started"
-        if worker is not None:
-            raise ValueError(
-                "shmenv.AsyncVectorEnv runs its own worker loop (several envs per process, "
-                "observations in shared memory), so it cannot take a custom `worker` "
-                "function; use gymnasium.vector.AsyncVectorEnv for that.")
-        if not isinstance(observation_mode, tuple) and observation_mode not in ("same",
-                                                                            "different"):
-            raise ValueError(
-                "Invalid `observation_mode`, expected: 'same' or 'different' or tuple of "
-                f"single and batch observation space, actual got {observation_mode}")
+        check_unsupported(worker, observation_mode)
         self.env_fns = env_fns
         self.shared_memory = shared_memory
         self.copy = copy
@@ -133,27 +125,14 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, PoolOwnerMixin, VectorEnv):
             raise ValueError("env_fns is empty: give at least one function that makes an env")
         self.timeout = check_timeout(timeout)
 
-        # As gymnasium does: one env made here tells the spaces and the metadata.
-        dummy = env_fns[0]()
-        self.metadata = dict(dummy.metadata)
+        facts = read_env_facts(env_fns, observation_mode)
+        self.metadata = facts.metadata
         self.metadata["autoreset_mode"] = self.autoreset_mode
-        self.render_mode = dummy.render_mode
-        self.single_action_space = dummy.action_space
+        self.render_mode = facts.render_mode
+        self.single_action_space = facts.action_space
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        if isinstance(observation_mode, tuple):
-            if len(observation_mode) != 2 or not all(isinstance(s, Space)
-                                                     for s in observation_mode):
-                raise TypeError("observation_mode must be 'same' or a tuple of two Spaces "
-                                f"(observation_space, single_observation_space), got "
-                                f"{observation_mode!r}")
-            self.observation_space, self.single_observation_space = observation_mode
-        else:
-            self.single_observation_space = dummy.observation_space
-            self.observation_space = (batch_space(self.single_observation_space, self.num_envs)
-                                      if observation_mode == "same"
-                                      else batch_differing_spaces(_every_space(env_fns)))
-        dummy.close()
-        del dummy
+        self.single_observation_space = facts.single_observation_space
+        self.observation_space = facts.observation_space
 
         obs_in_block = shared_memory and fits_block(self.single_observation_space)
         if shared_memory and not obs_in_block:
@@ -321,17 +300,12 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, PoolOwnerMixin, VectorEnv):
                         f"`{state.state.value}` to complete.")
         super().close(**kwargs)
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Refuse to pickle: the workers, pipes and block belong to this process."""
+        raise TypeError("a shmenv.AsyncVectorEnv cannot be pickled: it owns worker processes "
+                        "and shared memory of this process. Send the other process the env "
+                        "functions and create the AsyncVectorEnv there.")
+
     def __repr__(self) -> str:
         workers = getattr(self, "num_workers", None)
         return f"shmenv.AsyncVectorEnv(num_envs={self.num_envs}, num_workers={workers})"
-
-
-def _every_space(env_fns: Sequence[Callable[[], Env]]) -> list[Space]:
-    """Every env's observation space, for observation_mode="different" (gymnasium makes
-    each env once in the main process for it, too)."""
-    found = []
-    for env_fn in env_fns:
-        env = env_fn()
-        found.append(env.observation_space)
-        env.close()
-    return found

@@ -1,4 +1,4 @@
-"""Start-up of a generic env: gymnasium's argument checks, then the block and the workers.
+"""Start-up of a generic env: gymnasium's argument checks and spaces, the block, the workers.
 
 The checks raise what gymnasium's ``AsyncVectorEnv`` raises for the same arguments (with
 its messages where tests match them); :func:`start_workers` creates the one block, starts
@@ -18,7 +18,13 @@ import numpy as np
 from gymnasium import Env, Space
 from gymnasium.error import CustomSpaceError
 from gymnasium.vector import AutoresetMode
-from gymnasium.vector.utils import CloudpickleWrapper, clear_mpi_env_vars, create_shared_memory
+from gymnasium.vector.utils import (
+    CloudpickleWrapper,
+    batch_differing_spaces,
+    batch_space,
+    clear_mpi_env_vars,
+    create_shared_memory,
+)
 
 from shmenv.affinity import worker_cpus
 from shmenv.anyspaces import BlockPlan, RegionContext
@@ -39,6 +45,60 @@ NOTES = FailureNotes(
     died=". All workers were stopped and this env is closed; create a new one.",
     closed_while_waiting=("this AsyncVectorEnv was closed ({reason}) while this call "
                           "waited for its workers; create a new one"))
+
+
+def check_unsupported(worker: Any, observation_mode: Any) -> None:
+    """Refuse what the generic env cannot honour, and gymnasium's invalid modes."""
+    if worker is not None:
+        raise ValueError(
+            "shmenv.AsyncVectorEnv runs its own worker loop (several envs per process, "
+            "observations in shared memory), so it cannot take a custom `worker` "
+            "function; use gymnasium.vector.AsyncVectorEnv for that.")
+    if not isinstance(observation_mode, tuple) and observation_mode not in ("same",
+                                                                        "different"):
+        raise ValueError(
+            "Invalid `observation_mode`, expected: 'same' or 'different' or tuple of "
+            f"single and batch observation space, actual got {observation_mode}")
+
+
+@dataclass(frozen=True)
+class EnvFacts:
+    """What the main process learns of the envs before starting any worker."""
+
+    metadata: dict[str, Any]
+    render_mode: str | None
+    action_space: Space
+    single_observation_space: Space
+    observation_space: Space
+
+
+def read_env_facts(env_fns: Sequence[Callable[[], Env]],
+                   observation_mode: str | tuple[Space, Space]) -> EnvFacts:
+    """As gymnasium does: one env made here tells the spaces and the metadata (and, for
+    observation_mode="different", every env is made once to read its space)."""
+    dummy = env_fns[0]()
+    try:
+        single_obs = dummy.observation_space
+        if isinstance(observation_mode, tuple):
+            if len(observation_mode) != 2 or not all(isinstance(space, Space)
+                                                     for space in observation_mode):
+                raise TypeError("observation_mode must be 'same' or a tuple of two Spaces "
+                                f"(observation_space, single_observation_space), got "
+                                f"{observation_mode!r}")
+            batched, single_obs = observation_mode
+        elif observation_mode == "same":
+            batched = batch_space(single_obs, len(env_fns))
+        else:
+            every = []
+            for env_fn in env_fns:
+                env = env_fn()
+                every.append(env.observation_space)
+                env.close()
+            batched = batch_differing_spaces(every)
+        return EnvFacts(dict(dummy.metadata), dummy.render_mode, dummy.action_space,
+                        single_obs, batched)
+    finally:
+        dummy.close()
 
 
 def check_concurrency(max_concurrency: int | None) -> int | None:

@@ -45,7 +45,7 @@ from shmenv.protocol import (
     ErrorReport,
     sync_marker,
 )
-from shmenv.worker import SpinWait
+from shmenv.spinwait import SpinWait
 
 PICKLE_PROTOCOL = pickle.HIGHEST_PROTOCOL
 # Names call() may not reach: they have their own commands (as gymnasium refuses them).
@@ -184,7 +184,7 @@ class EnvRunner:
     # ------------------------------------------------------------------ the loop
     def serve(self, conn: Connection, relay: AnyRelay) -> None:
         """Answer commands until ``OP_CLOSE``, waiting for each with the Atari workers'
-        spin-then-sleep rule (:class:`shmenv.worker.SpinWait`). A relayed step goes
+        spin-then-sleep rule (:class:`shmenv.spinwait.SpinWait`). A relayed step goes
         to the children first, so that they step their envs while this worker steps its
         own (see :mod:`shmenv.anyrelay`)."""
         waiter = SpinWait(self.spec.spin_us)

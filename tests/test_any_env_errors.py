@@ -248,9 +248,72 @@ def test_forked_child_cannot_use_the_parents_env(no_leaked_segments):
     envs.close()
 
 
+def test_the_env_cannot_be_pickled(no_leaked_segments):
+    import pickle
+
+    with make(2) as envs:
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            pickle.dumps(envs)
+
+
 def test_spawned_workers_run_lambdas(no_leaked_segments):
     """env_fns are cloudpickled, as gymnasium does: lambdas work under spawn too."""
     with shmenv.AsyncVectorEnv([lambda: gym.make("CartPole-v1")] * 2,
                                context="spawn") as envs:
         obs, _ = envs.reset(seed=0)
         assert obs.shape == (2, 4)
+
+
+def _broken_env():
+    raise RuntimeError("cannot make this env")
+
+
+def test_an_env_that_cannot_be_made_is_named(no_leaked_segments):
+    fns = [rich_env(0), rich_env(1), _broken_env, rich_env(3)]
+    with pytest.raises(shmenv.WorkerError, match=r"shmenv worker 1 \(pid \d+, envs 2-3\) failed "
+                                                 "to start: RuntimeError: cannot make this env"):
+        shmenv.AsyncVectorEnv(fns, num_workers=2)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity here")
+def test_cpu_affinity_pins_each_worker(no_leaked_segments):
+    cores = sorted(os.sched_getaffinity(0))
+    with make(4, cpu_affinity=True) as envs:
+        pinned = [os.sched_getaffinity(pid) for pid in envs.worker_pids]
+        assert pinned == [{cores[i % len(cores)]} for i in range(2)]
+
+
+_CHILD = """
+import os, signal, sys
+import gymnasium as gym
+import numpy as np
+import shmenv
+ending = sys.argv[1]
+envs = shmenv.AsyncVectorEnv([lambda: gym.make("CartPole-v1")] * 4)
+envs.reset(seed=0)
+envs.step(np.zeros(4, dtype=np.int64))
+print(os.getpid(), " ".join(map(str, envs.worker_pids)), flush=True)
+if ending == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+envs.step_async(np.zeros(4, dtype=np.int64))  # "exit": leave a call pending, never close
+"""
+
+
+@pytest.mark.parametrize("ending", ["kill", "exit"])
+def test_nothing_outlives_a_main_process_that_dies(ending, tmp_path):
+    """SIGKILLed or exiting without close(): the workers go, and so does the block's name."""
+    import subprocess
+    import sys
+
+    from shmenv.block import NAME_PREFIX, SHM_DIR
+    from tests.procs import all_gone
+
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    child = subprocess.run([sys.executable, str(script), ending], capture_output=True,
+                           text=True, timeout=60, env={**os.environ})
+    main_pid, *workers = (int(pid) for pid in child.stdout.split())
+    assert len(workers) == 2, child.stderr
+    assert all_gone(workers, timeout=10)
+    left = [name for name in os.listdir(SHM_DIR) if name.startswith(f"{NAME_PREFIX}{main_pid}_")]
+    assert not left and "Traceback" not in child.stderr, child.stderr
