@@ -2,7 +2,7 @@
 # Regenerate every figure in docs/performance.md on this machine: runs all benchmark
 # suites with publication settings, writes JSON to bench/results/ and plots to
 # bench/plots/, then rewrites the generated tables in docs/performance.md (between the
-# <!-- BEGIN x --> / <!-- END x --> markers). Takes about 15 minutes on 2 cores.
+# <!-- BEGIN x --> / <!-- END x --> markers). Takes about 25 minutes on 2 cores.
 #
 #   bench/reproduce.sh                              # publication settings
 #   SECONDS_PER_RUN=3 ROUNDS=1 bench/reproduce.sh   # a quick look (noisier)
@@ -25,6 +25,13 @@ mkdir -p "$R" "$P"
     --json "$R/coordination.json" --plot "$P/coordination.png"
 "$PY" -m shmenv bench startup --rounds "$ROUNDS" \
     --json "$R/startup.json" --plot "$P/startup.png"
+"$PY" -m shmenv bench anyenv --env CartPole-v1 --num-envs 64 --seconds "$SECONDS_PER_RUN" \
+    --rounds "$ROUNDS" --warmup "$WARMUP" \
+    --json "$R/anyenv_cartpole.json" --plot "$P/anyenv_cartpole.png"
+# Skipped, with a line saying so, where gymnasium[mujoco] is not installed.
+"$PY" -m shmenv bench anyenv --env HalfCheetah-v5 --num-envs 64 --seconds "$SECONDS_PER_RUN" \
+    --rounds "$ROUNDS" --warmup "$WARMUP" \
+    --json "$R/anyenv_halfcheetah.json" --plot "$P/anyenv_halfcheetah.png"
 "$PY" -m shmenv bench layouts --json "$R/layouts.json" --plot "$P/layouts.png"
 "$PY" -m shmenv bench profile --json "$R/profile_labml.json"
 "$PY" -m shmenv bench profile --maxpool standard --json "$R/profile_standard.json"

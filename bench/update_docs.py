@@ -21,6 +21,8 @@ SECTIONS = {
     "throughput": ("throughput", "throughput"),
     "coordination": ("coordination", "coordination"),
     "startup": ("startup", "startup"),
+    "anyenv_cartpole": ("anyenv_cartpole", "anyenv"),
+    "anyenv_halfcheetah": ("anyenv_halfcheetah", "anyenv"),
     "layouts": ("layouts", "layouts"),
     "profile_labml": ("profile_labml", "profile_step"),
     "profile_standard": ("profile_standard", "profile_step"),

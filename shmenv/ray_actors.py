@@ -1,5 +1,5 @@
 """The actors' side of :mod:`shmenv.ray`: what each Ray actor runs, how an actor is named in
-errors, how the actors' results are laid end to end, and how actors are released.
+errors, how batches are split among actors and laid end to end, and how actors are released.
 
 ``import ray`` below is Ray itself (absolute imports), not :mod:`shmenv.ray`.
 """
@@ -18,11 +18,10 @@ import ray
 import ray.exceptions
 
 from shmenv.errors import ShmenvError, WorkerDiedError, WorkerError
-from shmenv.vector import ShmVectorEnv
 
 CLOSE_TIMEOUT_S = 10.0
 
-StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
+StepResult = tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
 
 
 class ActorLostError(WorkerDiedError):
@@ -30,7 +29,7 @@ class ActorLostError(WorkerDiedError):
 
 
 class ActorError(WorkerError):
-    """A Ray actor's ShmVectorEnv raised; the message carries the actor's own error."""
+    """A Ray actor's vector env raised; the message carries the actor's own error."""
 
 
 class ActorStartError(ShmenvError):
@@ -38,35 +37,37 @@ class ActorStartError(ShmenvError):
 
 
 class _EnvActor:
-    """The code each Ray actor runs: one ShmVectorEnv on the actor's node.
+    """The code each Ray actor runs: one vector env on the actor's node, built by ``build``
+    (a picklable factory: a ShmVectorEnv of Atari games, or a shmenv.AsyncVectorEnv over
+    the actor's share of the env functions).
 
-    ``step`` returns the ShmVectorEnv's obs view of shared memory as it is: Ray serialises
+    ``step`` returns the vector env's obs view of shared memory as it is: Ray serialises
     a method's return value (copying the array into its object store) before the actor
     runs its next method, and the view only changes on the next step, so nothing outside
     this process ever sees the shared block.
     """
 
-    def __init__(self, game: str, num_envs: int, seeds: list[int] | None, num_workers: int,
-                 autoreset_mode: str, context: str | None,
-                 game_factory: Callable[..., Any] | None,
-                 game_options: dict[str, Any]) -> None:
-        self.env = ShmVectorEnv(game, num_envs, seed=seeds, num_workers=num_workers,
-                                copy=False, autoreset_mode=autoreset_mode, context=context,
-                                game_factory=game_factory, **game_options)
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self.env = build()
 
     def describe(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
             "node_ip": ray.util.get_node_ip_address(),
-            "worker_pids": list(self.env.worker_pids),
-            "seeds": list(self.env.seeds),
-            "num_actions": int(self.env.single_action_space.n),
+            "worker_pids": list(getattr(self.env, "worker_pids", ())),
+            "seeds": list(getattr(self.env, "seeds", ())),
+            "observation_space": self.env.single_observation_space,
+            "action_space": self.env.single_action_space,
+            "metadata": dict(self.env.metadata),
         }
 
-    def reset(self, seeds: list[int] | None) -> tuple[np.ndarray, dict[str, Any]]:
-        return self.env.reset(seed=seeds)
+    def reset(self, seeds: list[int | None] | None,
+              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        if options is None:
+            return self.env.reset(seed=seeds)
+        return self.env.reset(seed=seeds, options=options)
 
-    def step(self, actions: np.ndarray) -> StepResult:
+    def step(self, actions: Any) -> StepResult:
         return self.env.step(actions)
 
     def close(self) -> None:
@@ -87,6 +88,7 @@ class ActorInfo:
     node_ip: str | None = None
     worker_pids: tuple[int, ...] = ()
     seeds: tuple[int | None, ...] = ()
+    env_class: str = "ShmVectorEnv"  # the vector env the actor holds, for messages
 
     def describe(self) -> str:
         start, stop = self.env_start, self.env_stop
@@ -98,16 +100,14 @@ class ActorInfo:
         return f"shmenv Ray actor {self.index} ({envs}" + (f", {where})" if where else ")")
 
 
-
-
 def actor_error(info: ActorInfo, exc: BaseException) -> ShmenvError:
     """The shmenv error for a Ray failure of the actor ``info`` describes: lost (the actor,
-    its node or its workers died) or failed (its ShmVectorEnv raised)."""
+    its node or its workers died) or failed (its vector env raised)."""
     cause = getattr(exc, "cause", None)
     if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, ShmenvError):
         kind = ActorLostError if isinstance(cause, WorkerDiedError) else ActorError
         error: ShmenvError = kind(
-            f"{info.describe()} failed: its ShmVectorEnv (envs numbered from 0 within "
+            f"{info.describe()} failed: its {info.env_class} (envs numbered from 0 within "
             f"the actor) raised {type(cause).__name__}: {str(cause).rstrip('.')}")
     elif isinstance(exc, ray.exceptions.RayTaskError):
         error = ActorError(f"{info.describe()} raised {ray_reason(exc)}")
@@ -120,21 +120,44 @@ def actor_error(info: ActorInfo, exc: BaseException) -> ShmenvError:
     return error
 
 
-def assemble_results(results: list[StepResult], out: np.ndarray | None) -> StepResult:
-    """The actors' step results laid end to end (obs into ``out`` when given)."""
-    obs_parts = [result[0] for result in results]
+def lay_rows(parts: list[Any], out: Any = None, starts: list[int] | None = None) -> Any:
+    """Batches laid end to end: arrays, or dicts/tuples of them (a Dict or Tuple space's
+    batch). With ``out`` (a batch of the same structure) they are written into it, part k
+    at row ``starts[k]`` (default: one after another), and ``out`` is returned."""
+    sample = parts[0]
+    if isinstance(sample, dict):
+        return {key: lay_rows([part[key] for part in parts],
+                              None if out is None else out[key], starts) for key in sample}
+    if isinstance(sample, tuple):
+        return tuple(lay_rows([part[i] for part in parts], None if out is None else out[i],
+                              starts) for i in range(len(sample)))
     if out is None:
-        obs = np.concatenate(obs_parts)
-    else:
-        row = 0
-        for part in obs_parts:
-            out[row:row + len(part)] = part
-            row += len(part)
-        obs = out
+        return np.concatenate(parts)
+    row = 0
+    for k, part in enumerate(parts):
+        row = row if starts is None else starts[k]
+        out[row:row + len(part)] = part
+        row += len(part)
+    return out
+
+
+def take_rows(batch: Any, rows: Any) -> Any:
+    """Rows ``rows`` (a slice or an index array) of a batch: an array, or a dict/tuple of
+    them."""
+    if isinstance(batch, dict):
+        return {key: take_rows(value, rows) for key, value in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(take_rows(value, rows) for value in batch)
+    return np.asarray(batch)[rows]
+
+
+def assemble_results(results: list[StepResult], out: Any = None) -> StepResult:
+    """The actors' step results laid end to end (obs into ``out`` when given)."""
+    obs = lay_rows([result[0] for result in results], out)
     rewards = np.concatenate([result[1] for result in results])
     terminations = np.concatenate([result[2] for result in results])
     truncations = np.concatenate([result[3] for result in results])
-    sizes = [len(part) for part in obs_parts]
+    sizes = [len(result[1]) for result in results]
     infos = merge_infos([result[4] for result in results], sizes)
     return obs, rewards, terminations, truncations, infos
 
@@ -181,7 +204,7 @@ def merge_infos(parts: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]
 
 
 def release_actors(actors: list[Any]) -> None:
-    """Close each actor's ShmVectorEnv (its workers exit, its block is freed), then kill
+    """Close each actor's vector env (its workers exit, its block is freed), then kill
     the actor so Ray frees its CPUs. Module-level so ``weakref.finalize`` can run it."""
     if not actors:
         return

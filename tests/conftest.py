@@ -95,3 +95,15 @@ def _running(process: psutil.Process) -> bool:
 def action_stream(seed: int, steps: int, num_envs: int, num_actions: int) -> np.ndarray:
     """The fixed random action stream the equivalence tests replay: (steps, num_envs)."""
     return np.random.default_rng(seed).integers(0, num_actions, size=(steps, num_envs))
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """A local Ray cluster for one test module (8 logical CPUs: each 2-actor env of the Ray
+    tests reserves up to 4, and a module may hold two at once). Ray's start-up costs ~10 s
+    on 2 busy cores, so a module shares one."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'shmenv[ray]'")
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
+             object_store_memory=100 * 2**20, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()

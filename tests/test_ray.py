@@ -1,4 +1,4 @@
-"""RayVectorEnv on a local Ray cluster that this module starts (8 logical CPUs).
+"""RayVectorEnv on a local Ray cluster that this module starts (``ray_session``, 8 logical CPUs).
 
 Ray's start-up costs ~10 s on 2 busy cores, so one Ray session and one 2-actor env serve the
 module; the test that kills an actor gets an env of its own, so any test order works (each
@@ -32,14 +32,6 @@ OPTIONS = {"repeat_action_probability": 0.25}
 
 def _digest(array: np.ndarray | None) -> bytes:
     return b"" if array is None else hashlib.blake2b(np.ascontiguousarray(array)).digest()
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
-             object_store_memory=100 * 2**20, _node_ip_address="127.0.0.1")
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""``shmenv bench [coordination|startup|layouts|profile]``: argument parsing and dispatch.
+"""``shmenv bench [coordination|startup|anyenv|layouts|profile]``: argument parsing and dispatch.
 
 Plain ``shmenv bench`` is the throughput benchmark. Modules are imported only when their
 suite runs, so ``shmenv --help`` stays fast.
@@ -42,6 +42,7 @@ def _outputs(parser: argparse.ArgumentParser, plot: bool = True) -> None:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from shmenv.benchmarks.anyenv import NAMES as ANYENV_NAMES
     from shmenv.benchmarks.throughput import NAMES, PUBLICATION, QUICK
 
     cores = os.cpu_count() or 1
@@ -115,6 +116,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _outputs(layouts)
     layouts.set_defaults(func=run_layouts)
 
+    anyenv = suites.add_parser(
+        "anyenv", help="any gymnasium env: shmenv.AsyncVectorEnv vs gymnasium, SB3, envpool",
+        description="Throughput of shmenv.AsyncVectorEnv on any gymnasium env against "
+                    "gymnasium's AsyncVectorEnv and SyncVectorEnv, SB3's SubprocVecEnv, "
+                    "envpool (where it has the env) and the no-coordination ceiling.")
+    anyenv.add_argument("--env", default="CartPole-v1",
+                        help="a gymnasium env id (default CartPole-v1; e.g. HalfCheetah-v5 "
+                             "with gymnasium[mujoco])")
+    anyenv.add_argument("--num-envs", type=_positive_int, default=64)
+    anyenv.add_argument("--seconds", type=_positive_float, default=QUICK["seconds"],
+                        help=f"timed seconds per contender per round (default "
+                             f"{QUICK['seconds']:g}; {publication})")
+    anyenv.add_argument("--rounds", type=_positive_int, default=QUICK["rounds"])
+    anyenv.add_argument("--warmup", type=float, default=QUICK["warmup"])
+    anyenv.add_argument("--seed", type=int, default=47, help="env seeds and action stream")
+    anyenv.add_argument("--only", metavar="A,B,...",
+                        help=f"run only these contenders: {', '.join(ANYENV_NAMES)}")
+    anyenv.add_argument("--no-progress", action="store_true")
+    _outputs(anyenv)
+    anyenv.set_defaults(func=run_anyenv)
+
     profile = suites.add_parser("profile", help="where one env-step's microseconds go")
     profile.add_argument("--game", default="Breakout")
     profile.add_argument("--steps", type=_positive_int, default=3000)
@@ -172,6 +194,16 @@ def run_startup(args: argparse.Namespace) -> int:
                          only=args.only, show_progress=not args.no_progress)
     startup.print_result(result)
     return _finish(result, args, startup.plot)
+
+
+def run_anyenv(args: argparse.Namespace) -> int:
+    from shmenv.benchmarks import anyenv, throughput
+
+    result = anyenv.run(env_id=args.env, num_envs=args.num_envs, seconds=args.seconds,
+                        rounds=args.rounds, warmup=args.warmup, seed=args.seed,
+                        only=args.only, show_progress=not args.no_progress)
+    anyenv.print_result(result)
+    return _finish(result, args, throughput.plot)  # the same contender bars
 
 
 def run_layouts(args: argparse.Namespace) -> int:

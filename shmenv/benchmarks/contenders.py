@@ -6,9 +6,7 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import time
 from functools import partial
 from typing import Any
 
@@ -16,10 +14,11 @@ import numpy as np
 
 from shmenv.benchmarks.harness import (
     ActionCycle,
-    Measurement,
     MemorySampler,
     action_stream,
+    run_free,
     step_function,
+    time_free_running,
     time_step_loop,
 )
 from shmenv.games import resolve_game
@@ -53,8 +52,8 @@ def _emulate_only(game: Any, action: int, lives_at_reset: int) -> int:
 
 
 def _ceiling_process(game_name: str, env_ids: list[int], seeds: list[int], actions: np.ndarray,
-                     counters: Any, ready: Any, stop: Any, index: int,
-                     emulation_only: bool) -> None:
+                     emulation_only: bool, counters: Any, ready: Any, stop: Any,
+                     index: int) -> None:
     import cv2
 
     from shmenv.atari import AtariGame
@@ -62,12 +61,8 @@ def _ceiling_process(game_name: str, env_ids: list[int], seeds: list[int], actio
     cv2.setNumThreads(1)
     games = [AtariGame(game_name, seed) for seed in seeds]
     lives = [g.lives for g in games]
-    ready[index] = 1
-    rows = len(actions)
-    t = 0
-    done_steps = 0
-    while not stop.value:
-        row = actions[t % rows]
+
+    def step_row(row: np.ndarray) -> None:
         for j, (game, env) in enumerate(zip(games, env_ids)):
             action = int(row[env])
             if emulation_only:
@@ -76,9 +71,8 @@ def _ceiling_process(game_name: str, env_ids: list[int], seeds: list[int], actio
                 _reward, terminated, truncated = game.step(action)
                 if terminated or truncated:
                     game.reset()
-        done_steps += len(games)
-        counters[index] = done_steps
-        t += 1
+
+    run_free(step_row, actions, len(games), counters, ready, stop, index)
 
 
 def measure_ceiling(game: str, num_envs: int, seconds: float, warmup: float, seed: int,
@@ -91,44 +85,11 @@ def measure_ceiling(game: str, num_envs: int, seconds: float, warmup: float, see
     probe = AtariGame(game, seed)
     actions = action_stream(seed, num_envs, probe.num_actions)
     del probe
-    ctx = multiprocessing.get_context()
     groups = [list(range(start, stop))
               for start, stop in split_envs(num_envs, min(num_envs, os.cpu_count() or 1))]
-    counters = ctx.RawArray("q", len(groups))
-    ready = ctx.RawArray("b", len(groups))
-    stop = ctx.RawValue("b", 0)
-    procs = [
-        ctx.Process(target=_ceiling_process, daemon=True,
-                    args=(game, envs, [seed + e for e in envs], actions, counters, ready,
-                          stop, i, emulation_only))
-        for i, envs in enumerate(groups)
-    ]
-    with MemorySampler() as sampler:
-        for p in procs:
-            p.start()
-        try:
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while not all(ready):
-                if time.monotonic() > deadline or not all(p.is_alive() for p in procs):
-                    raise RuntimeError("a ceiling process failed to start")
-                time.sleep(0.01)
-            time.sleep(warmup)
-            cpu0, thread0 = sampler.main_cpu_seconds(), time.thread_time()
-            tree0 = sampler.tree_cpu_seconds()
-            steps0, start = sum(counters), time.perf_counter()
-            time.sleep(seconds)
-            steps1, end = sum(counters), time.perf_counter()
-            cpu1, thread1 = sampler.main_cpu_seconds(), time.thread_time()
-            tree1 = sampler.tree_cpu_seconds()
-        finally:
-            stop.value = 1
-            for p in procs:
-                p.join(timeout=5)
-                if p.is_alive():
-                    p.kill()
-                    p.join()
-    return Measurement(steps1 - steps0, end - start, cpu1 - cpu0, thread1 - thread0,
-                       tree1 - tree0, sampler.peak_bytes).as_dict()
+    args = [(game, envs, [seed + e for e in envs], actions, emulation_only) for envs in groups]
+    return time_free_running(_ceiling_process, args, warmup, seconds,
+                             READY_TIMEOUT_S).as_dict()
 
 
 # ------------------------------------------------------------------ vector contenders

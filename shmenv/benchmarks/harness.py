@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing
 import os
 import resource
 import subprocess
@@ -147,6 +148,63 @@ def time_step_loop(step: Callable[[], None], envs_per_call: int, warmup_s: float
     tree1 = sampler.tree_cpu_seconds()
     return Measurement(calls * envs_per_call, now - start, cpu1 - cpu0, thread1 - thread0,
                        tree1 - tree0, sampler.peak_bytes)
+
+
+def time_free_running(target: Callable[..., None], args: Sequence[tuple], warmup: float,
+                      seconds: float, ready_timeout: float = 300.0) -> Measurement:
+    """Time processes that step on their own, with no main-process coordination (a
+    ceiling): process i runs ``target(*args[i], counters, ready, stop, i)``, sets
+    ``ready[i]`` once built, then keeps ``counters[i]`` at its env-steps done until
+    ``stop.value`` is set. The window's env-steps are read from the counters; the processes
+    are always stopped and reaped."""
+    ctx = multiprocessing.get_context()
+    counters = ctx.RawArray("q", len(args))
+    ready = ctx.RawArray("b", len(args))
+    stop = ctx.RawValue("b", 0)
+    procs = [ctx.Process(target=target, args=(*a, counters, ready, stop, i), daemon=True)
+             for i, a in enumerate(args)]
+    with MemorySampler() as sampler:
+        for p in procs:
+            p.start()
+        try:
+            deadline = time.monotonic() + ready_timeout
+            while not all(ready):
+                if time.monotonic() > deadline or not all(p.is_alive() for p in procs):
+                    raise RuntimeError("a free-running process failed to start")
+                time.sleep(0.01)
+            time.sleep(warmup)
+            cpu0, thread0 = sampler.main_cpu_seconds(), time.thread_time()
+            tree0 = sampler.tree_cpu_seconds()
+            steps0, start = sum(counters), time.perf_counter()
+            time.sleep(seconds)
+            steps1, end = sum(counters), time.perf_counter()
+            cpu1, thread1 = sampler.main_cpu_seconds(), time.thread_time()
+            tree1 = sampler.tree_cpu_seconds()
+        finally:
+            stop.value = 1
+            for p in procs:
+                p.join(timeout=5)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+    return Measurement(steps1 - steps0, end - start, cpu1 - cpu0, thread1 - thread0,
+                       tree1 - tree0, sampler.peak_bytes)
+
+
+def run_free(step_row: Callable[[Any], None], actions: Any, envs_per_row: int,
+             counters: Any, ready: Any, stop: Any, index: int) -> None:
+    """The loop of a process under :func:`time_free_running`, once its envs are built:
+    ``step_row`` each row of ``actions`` in turn (cycling) until ``stop`` is set, keeping
+    ``counters[index]`` at the env-steps done."""
+    ready[index] = 1
+    rows = len(actions)
+    t = 0
+    done_steps = 0
+    while not stop.value:
+        step_row(actions[t % rows])
+        done_steps += envs_per_row
+        counters[index] = done_steps
+        t += 1
 
 
 def action_stream(seed: int, num_envs: int, num_actions: int, rows: int = 4096) -> np.ndarray:

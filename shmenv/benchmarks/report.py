@@ -90,17 +90,22 @@ class Table:
 
     def print(self) -> None:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table as RichTable
 
-        table = RichTable(title=self.title, caption="\n".join(self.notes) or None,
+        # Plain text, not rich markup: a note such as 'pip install "gymnasium[mujoco]"'
+        # must keep its brackets.
+        table = RichTable(title=escape(self.title),
+                          caption=escape("\n".join(self.notes)) or None,
                           caption_justify="left")
         for i, column in enumerate(self.columns):
-            table.add_column(column, justify="left" if i == 0 else "right")
+            table.add_column(escape(column), justify="left" if i == 0 else "right",
+                             no_wrap=i == 0)
         for row in self.rows:
-            table.add_row(*row)
+            table.add_row(*(escape(cell) for cell in row))
         console = Console()
         if not console.is_terminal:  # piped or redirected: don't squeeze into 80 columns
-            console = Console(width=130)
+            console = Console(width=170)
         console.print(table)
 
     def markdown(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,16 +70,18 @@ QUICK: dict[str, Any] = {"seconds": 3.0, "rounds": 1, "warmup": 0.5}
 PUBLICATION: dict[str, Any] = {"seconds": 10.0, "rounds": 3, "warmup": 2.0}
 
 
-def select(only: str | None) -> list[Contender]:
+def select(only: str | None,
+           contenders: Sequence[Contender] = CONTENDERS) -> list[Contender]:
     """The contenders named in ``only`` (comma-separated; default: the default ones), in
     the canonical order."""
     if not only:
-        return [c for c in CONTENDERS if c.default]
+        return [c for c in contenders if c.default]
+    names = [c.name for c in contenders]
     wanted = [n.strip() for n in only.split(",") if n.strip()]
-    unknown = [n for n in wanted if n not in NAMES]
+    unknown = [n for n in wanted if n not in names]
     if unknown:
-        raise ValueError(f"unknown contender(s) {unknown}; choose from {', '.join(NAMES)}")
-    return [c for c in CONTENDERS if c.name in wanted]
+        raise ValueError(f"unknown contender(s) {unknown}; choose from {', '.join(names)}")
+    return [c for c in contenders if c.name in wanted]
 
 
 def _missing(module: str) -> bool:
@@ -96,36 +99,47 @@ def run(game: str = "Breakout", num_envs: int | None = None,
     cores = os.cpu_count() or 1
     num_envs = num_envs or 4 * cores
     chosen = select(only)
-    results: dict[str, dict[str, Any]] = {}
-    runnable = []
-    for c in chosen:
-        entry: dict[str, Any] = {"name": c.name, "label": c.label, "rounds": []}
-        if c.requires and _missing(c.requires):
-            entry.update(status="skipped", reason=f"{c.requires} is not installed",
-                         install=c.install)
-        else:
-            entry["status"] = "ok"
-            runnable.append(c)
-        results[c.name] = entry
-
     params = {"game": game, "num_envs": num_envs, "seconds": seconds, "warmup": warmup,
               "seed": seed}
-    jobs = [Job(c.name, c.name, f"{_MODULE}:{c.function}", {**params, **c.kwargs})
-            for c in runnable]
-    measured = run_rounds(jobs, rounds, show_progress, title="throughput")
-    for c in runnable:
-        results[c.name]["rounds"] = measured.results[c.name]
-        if c.name in measured.failures:
-            results[c.name].update(status="failed", reason=measured.failures[c.name],
-                                   install=c.install)
-
+    entries = measure_contenders(chosen, _MODULE, params, rounds, show_progress, "throughput")
     return derive({
         "benchmark": "throughput",
         "machine": report.machine_info(),
         "config": {**params, "rounds": rounds, "cores": cores,
                    "contenders": [c.name for c in chosen]},
-        "contenders": list(results.values()),
+        "contenders": entries,
     })
+
+
+def measure_contenders(chosen: Sequence[Contender], module: str, params: dict[str, Any],
+                       rounds: int, show_progress: bool, title: str,
+                       unavailable: Callable[[Contender], str | None] | None = None
+                       ) -> list[dict[str, Any]]:
+    """Run each contender's ``module:function`` with ``params`` for ``rounds`` interleaved
+    rounds; returns one entry per contender (its rounds, or why it was skipped or failed).
+    A contender whose ``requires`` module is missing, or for which ``unavailable`` gives a
+    reason, is skipped."""
+    results: dict[str, dict[str, Any]] = {}
+    runnable = []
+    for c in chosen:
+        entry: dict[str, Any] = {"name": c.name, "label": c.label, "rounds": []}
+        reason = (f"{c.requires} is not installed" if c.requires and _missing(c.requires)
+                  else unavailable(c) if unavailable else None)
+        if reason:
+            entry.update(status="skipped", reason=reason, install=c.install)
+        else:
+            entry["status"] = "ok"
+            runnable.append(c)
+        results[c.name] = entry
+    jobs = [Job(c.name, c.name, f"{module}:{c.function}", {**params, **c.kwargs})
+            for c in runnable]
+    measured = run_rounds(jobs, rounds, show_progress, title=title)
+    for c in runnable:
+        results[c.name]["rounds"] = measured.results[c.name]
+        if c.name in measured.failures:
+            results[c.name].update(status="failed", reason=measured.failures[c.name],
+                                   install=c.install)
+    return list(results.values())
 
 
 def derive(result: dict) -> dict:
@@ -138,7 +152,17 @@ def derive(result: dict) -> dict:
     gives each contender a different share of the cores (it favours processes that sleep
     and wake, as synchronous workers do, over pure CPU loops like the ceiling's).
     """
-    results = {e["name"]: e for e in result["contenders"]}
+    results = summarize_contenders(result["contenders"], ("ceiling", "pipe", "shmenv"))
+    result["goals"] = goals(results, "steps_per_s")
+    result["goals_cpu"] = goals(results, "steps_per_cpu_s")
+    return result
+
+
+def summarize_contenders(entries: list[dict], bases: Sequence[str]) -> dict[str, dict]:
+    """Each measured entry's medians and min–max over rounds, its env-steps per CPU-second
+    and its ratios to each contender in ``bases`` (``ratio_to_<base>``, wall clock, and
+    ``cpu_ratio_to_<base>``); returns the entries by name."""
+    results = {e["name"]: e for e in entries}
     for entry in results.values():
         if entry["status"] == "ok" and entry["rounds"]:
             rs = entry["rounds"]
@@ -146,17 +170,15 @@ def derive(result: dict) -> dict:
                         "total_cpu_us_per_step", "peak_memory_bytes"):
                 entry[key] = report.summarize([x[key] for x in rs])
             entry["steps_per_cpu_s"] = 1e6 / entry["total_cpu_us_per_step"]["median"]
-    for name, suffix in (("ceiling", "ceiling"), ("pipe", "pipe"), ("shmenv", "shmenv")):
+    for name in bases:
         base = results.get(name, {})
         for entry in results.values():
             if "steps_per_s" in base and "steps_per_s" in entry:
-                entry[f"ratio_to_{suffix}"] = (entry["steps_per_s"]["median"]
-                                               / base["steps_per_s"]["median"])
-                entry[f"cpu_ratio_to_{suffix}"] = (entry["steps_per_cpu_s"]
-                                                   / base["steps_per_cpu_s"])
-    result["goals"] = goals(results, "steps_per_s")
-    result["goals_cpu"] = goals(results, "steps_per_cpu_s")
-    return result
+                entry[f"ratio_to_{name}"] = (entry["steps_per_s"]["median"]
+                                             / base["steps_per_s"]["median"])
+                entry[f"cpu_ratio_to_{name}"] = (entry["steps_per_cpu_s"]
+                                                 / base["steps_per_cpu_s"])
+    return results
 
 
 GOALS = (
@@ -168,14 +190,15 @@ GOALS = (
 )
 
 
-def goals(results: dict[str, dict], key: str) -> dict[str, float | None]:
+def goals(results: dict[str, dict], key: str,
+          spec: Sequence[tuple[str, str, str]] = GOALS) -> dict[str, float | None]:
     """The project's throughput goals as ratios of ``key`` (None when a contender was not run)."""
     def value(name: str) -> float | None:
         v = results.get(name, {}).get(key)
         return v["median"] if isinstance(v, dict) else v
 
     out = {}
-    for label, a, b in GOALS:
+    for label, a, b in spec:
         x, y = value(a), value(b)
         out[label] = x / y if x and y else None
     return out
@@ -200,22 +223,14 @@ def tables(result: dict) -> list[report.Table]:
     cfg = result["config"]
     rows, skipped = [], []
     show_sync_ratio = any(e["name"] in ASYNC_PINNING[1:] for e in result["contenders"])
+    ratios = ["ratio_to_ceiling", "ratio_to_pipe", "cpu_ratio_to_ceiling"]
+    if show_sync_ratio:
+        ratios.append("ratio_to_shmenv")
     for e in result["contenders"]:
         if "steps_per_s" not in e:
-            skipped.append(f"{e['name']}: {e['status']} — {e.get('reason', '')}"
-                           + (f" (add it: {e['install']})" if e.get("install") else ""))
-            continue
-        s = e["steps_per_s"]
-        spread = f"{s['min']:,.0f}–{s['max']:,.0f}" if len(e["rounds"]) > 1 else "—"
-        row = [e["label"], f"{s['median']:,.0f}", spread,
-               report.ratio(e.get("ratio_to_ceiling")), report.ratio(e.get("ratio_to_pipe")),
-               report.ratio(e.get("cpu_ratio_to_ceiling"))]
-        if show_sync_ratio:
-            row.append(report.ratio(e.get("ratio_to_shmenv")))
-        row += [f"{e['cpu_us_per_step']['median']:,.1f}",
-                f"{e['total_cpu_us_per_step']['median']:,.0f}",
-                report.mib(e["peak_memory_bytes"]["median"])]
-        rows.append(row)
+            skipped.append(skipped_note(e))
+        else:
+            rows.append(contender_row(e, ratios))
     columns = ["contender", "env-steps/s", "min–max", "× ceiling", "× Pipe",
                "× ceiling (CPU)"]
     if show_sync_ratio:
@@ -224,13 +239,35 @@ def tables(result: dict) -> list[report.Table]:
     title = (f"{cfg['game']}, {cfg['num_envs']} envs, {cfg['cores']} cores, "
              f"{run_kind(cfg)} (env-steps/s"
              + (", medians over rounds)" if cfg["rounds"] > 1 else ")"))
-    out = [report.Table(title, columns, rows, skipped)]
+    return [report.Table(title, columns, rows, skipped), *goals_table(result)]
+
+
+def skipped_note(entry: dict) -> str:
+    """The table note for a contender that was skipped or failed, with how to add it."""
+    return (f"{entry['name']}: {entry['status']} — {entry.get('reason', '')}"
+            + (f" (add it: {entry['install']})" if entry.get("install") else ""))
+
+
+def contender_row(entry: dict, ratios: Sequence[str]) -> list[str]:
+    """One measured contender's table row: label, env-steps/s median and min–max, the
+    ``ratios`` named, main and all-process CPU µs per env-step, peak memory."""
+    s = entry["steps_per_s"]
+    spread = f"{s['min']:,.0f}–{s['max']:,.0f}" if len(entry["rounds"]) > 1 else "—"
+    return [entry["label"], f"{s['median']:,.0f}", spread,
+            *(report.ratio(entry.get(key)) for key in ratios),
+            f"{entry['cpu_us_per_step']['median']:,.1f}",
+            f"{entry['total_cpu_us_per_step']['median']:,.0f}",
+            report.mib(entry["peak_memory_bytes"]["median"])]
+
+
+def goals_table(result: dict) -> list[report.Table]:
+    """The goals met or missed in this run, wall-clock and CPU ratios (empty if none ran)."""
     met = [[k, f"{v:.2f}", report.ratio(result["goals_cpu"][k])[:-1]]
            for k, v in result["goals"].items() if v is not None]
-    if met:
-        out.append(report.Table("Goals, this run", ["goal", "env-steps/s ratio",
-                                                   "env-steps per CPU-second ratio"], met))
-    return out
+    if not met:
+        return []
+    return [report.Table("Goals, this run", ["goal", "env-steps/s ratio",
+                                             "env-steps per CPU-second ratio"], met)]
 
 
 def print_result(result: dict) -> None:
@@ -238,14 +275,19 @@ def print_result(result: dict) -> None:
 
 
 def plot(result: dict, path: str) -> None:
+    """Each measured contender's env-steps/s, shmenv's bars highlighted (no file if none
+    was measured); also the any-env suite's plot (its subject is an env id, not a game)."""
     entries = [e for e in result["contenders"] if "steps_per_s" in e]
+    if not entries:
+        return
     cfg = result["config"]
+    title = (f"{cfg.get('game') or cfg['env_id']}, {cfg['num_envs']} envs on "
+             f"{cfg['cores']} cores")
     report.bar_plot(
         path, [e["label"] for e in entries],
         [e["steps_per_s"]["median"] for e in entries],
         [e["steps_per_s"]["min"] for e in entries],
         [e["steps_per_s"]["max"] for e in entries],
-        "env-steps/s (median, whiskers: min–max over rounds)",
-        f"{cfg['game']}, {cfg['num_envs']} envs on {cfg['cores']} cores",
+        "env-steps/s (median, whiskers: min–max over rounds)", title,
         highlight=[e["name"].startswith("shmenv") for e in entries],
     )
