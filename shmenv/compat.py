@@ -68,19 +68,18 @@ class WorkerPipe:
             cmd, data = message
         except (TypeError, ValueError):
             raise ValueError(f"send() takes a (command, data) pair, got {message!r}") from None
-        if cmd not in _COMMANDS:
+        if cmd == "step":  # the hot path first
+            if not self._num_actions:
+                self._num_actions = self._group.num_actions_for(self._slot)
+            self._group.send(self._slot, False, _as_action(data, self._num_actions))
+        elif cmd == "reset":
+            self._group.send(self._slot, True, 0)
+        elif cmd == "close":
+            self._group.close_member(self._slot)  # closing twice is harmless, as close() is
+        else:
             self._group.check_open(self._slot)
             raise NotImplementedError(f"unknown Worker command {cmd!r}; "
                                       f"the commands are {', '.join(map(repr, _COMMANDS))}")
-        if cmd == "close":
-            self._group.close_member(self._slot)  # closing twice is harmless, as close() is
-            return
-        if cmd == "reset":
-            self._group.send(self._slot, True, 0)
-            return
-        if not self._num_actions:
-            self._num_actions = self._group.num_actions_for(self._slot)
-        self._group.send(self._slot, False, _as_action(data, self._num_actions))
 
     def recv(self) -> Any:
         return self._group.recv(self._slot)

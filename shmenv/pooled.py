@@ -3,35 +3,28 @@
 A :class:`WorkerGroup` gathers Workers (its *members*, one env each) until the first command
 to any of them, then starts ``min(members, cores)`` worker processes over one shared block,
 each stepping a contiguous run of members' envs. Each member keeps the reference's
-one-command-one-reply protocol; the group turns those commands into few messages:
-
-* ``send`` records the member's command (an action or a reset) in its process's next frame,
-  an :data:`~shmenv.protocol.OP_EACH` command that holds one code per env;
-* a frame goes out as soon as every open member of that process has a command recorded
-  (the tutorial's send-to-all loop: one message per process per step), or at the first
-  ``recv``/``poll`` of any member (so a Worker used alone, or a subset, never waits);
-* ``recv`` reads its process's replies in order, marking every member they cover as ready;
-  a later ``recv`` of those members returns at once, from the shared block.
+one-command-one-reply protocol; the group turns those commands into few messages (see
+:mod:`shmenv.pooled_frames`): ``send`` records a command in its process's next frame, a
+frame goes out once every open member of its process has one, or at the first
+``recv``/``poll`` of any member (so a Worker used alone, or a subset, never waits), and one
+reply makes all the members it covers ready.
 
 Why: each message that wakes a process costs the main process ~20 µs of CPU on this VM;
 one per Worker per step was the largest cost of 8 Workers on 2 cores.
 
 Failures are per process, as in the reference they are per Worker: a process that dies or
 whose game raises stops alone, and each of its members raises the error (naming every
-member it served, with their seeds and the pid) once, then ``ClosedError``. Members of the
-other processes keep running. See docs/migration.md.
+member it served, with their seeds and the pid; see :mod:`shmenv.pooled_errors`) once,
+then ``ClosedError``. Members of the other processes keep running. See docs/migration.md.
 """
 
 from __future__ import annotations
 
-import collections
 import enum
 import functools
 import os
 import pickle
 import threading
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -39,29 +32,17 @@ from typing import Any
 import numpy as np
 
 from shmenv.block import BlockLayout, SharedBlock
-from shmenv.errors import (
-    ClosedError,
-    ForkedEnvError,
-    ShmenvError,
-    WorkerDiedError,
-    WorkerError,
-    WorkerTimeoutError,
-    describe_exit,
-)
+from shmenv.errors import ClosedError, ForkedEnvError, ShmenvError
 from shmenv.game import GameFactory
 from shmenv.games import GameOptions
 from shmenv.planning import check_timeout, spin_budget, split_envs
-from shmenv.pool import (
-    FAILURE_GRACE_S,
-    RESYNC_TIMEOUT_S,
-    FailureNotes,
-    WorkerPool,
-    release,
-    resynchronize,
-)
-from shmenv.protocol import EACH_RESET, EACH_SKIP, OP_EACH, REPLY_DTYPE, REPLY_STRUCT, ErrorReport
-from shmenv.wire import header_as_int32
+from shmenv.pool import FAILURE_GRACE_S, FailureNotes, WorkerPool, release
+from shmenv.pooled_errors import describe_process
+from shmenv.pooled_frames import GroupFrames, Member
+from shmenv.protocol import EACH_RESET, REPLY_STRUCT
 from shmenv.worker import WorkerSpec
+
+_RECORD_SIZE = REPLY_STRUCT.size
 
 
 def usable_cores() -> int:
@@ -101,17 +82,6 @@ class GroupState(enum.Enum):
     CLOSED = "closed"
 
 
-class Member(enum.Enum):
-    """Where one member's command is."""
-
-    IDLE = "idle"  # no command outstanding
-    RECORDED = "recorded"  # in its process's next frame, not sent yet
-    SENT = "sent"  # sent; the reply is not read yet
-    READY = "ready"  # the reply was read; recv() returns it without waiting
-    LOST = "lost"  # its reply was discarded after an interrupted call (Ctrl-C)
-    CLOSED = "closed"  # closed, or failed (then ``errors`` holds what it raises once)
-
-
 # Set by ``with WorkerGroup(...)``: Workers created inside join that group (per thread).
 _current = threading.local()
 
@@ -120,14 +90,6 @@ def current_group() -> WorkerGroup | None:
     """The group of the innermost ``with WorkerGroup(...)`` block in this thread, if any."""
     stack = getattr(_current, "stack", None)
     return stack[-1] if stack else None
-
-
-def _describe_process(seeds: Sequence[Any], ranges: Sequence[tuple[int, int]], index: int,
-                      pid: int | None, _start: int = 0, _stop: int = 0) -> str:
-    start, stop = ranges[index]
-    listed = ", ".join(str(s) for s in seeds[start:stop])
-    worker_s = "Worker" if stop - start == 1 else "Workers"
-    return f"shmenv pool process {index} (pid {pid}, serving the {worker_s} of seeds {listed})"
 
 
 def drop_member(group: WorkerGroup, slot: int) -> None:
@@ -169,7 +131,9 @@ class WorkerGroup:
     """
 
     _pool: WorkerPool  # set when the group starts
+    _frames: GroupFrames
     _block: SharedBlock
+    _stacks: list[np.ndarray]  # per member, a view of its slot of the block
 
     def __init__(self, num_processes: int | None = None, *, context: str | None = None,
                  worker_spin_us: float | None = None, timeout: float | None = None) -> None:
@@ -194,9 +158,6 @@ class WorkerGroup:
         self._is_reset: list[bool] = []  # the outstanding command is a reset
         self._errors: list[BaseException | None] = []  # raised once by a failed member
         self._closed_reasons: list[str] = []
-        # An operation on the pipes sets this first and clears it when it completed: if
-        # it is still set at the next one, Ctrl-C cut that short (see _recover).
-        self._busy = False
 
     # ----------------------------------------------------------------- membership
     @property
@@ -267,7 +228,7 @@ class WorkerGroup:
                 raise
             if not hasattr(self, "_pool"):  # it failed to start before any process ran
                 self.check_open(slot)
-            return self._pool.processes[self._process[slot]]
+            return self._pool.processes[self._frames.process[slot]]
 
     @property
     def processes(self) -> list[BaseProcess]:
@@ -283,52 +244,29 @@ class WorkerGroup:
             raise ValueError("this WorkerGroup has no Workers to start")
         self._state = GroupState.LAUNCHED
         config, count = self._config, self.num_members
-        num_processes = min(count, self._max_processes or usable_cores())
-        ranges = split_envs(count, num_processes)
-        self._ranges = ranges
-        self._process = [p for p, (start, stop) in enumerate(ranges) for _ in range(start, stop)]
-        self._local = [slot - ranges[p][0] for slot, p in enumerate(self._process)]
-        self._open_members = [sum(self._members[slot] is not Member.CLOSED
-                                  for slot in range(start, stop)) for start, stop in ranges]
-        self._pending = [0] * num_processes  # members of each process with a recorded command
-        self._in_flight: list[collections.deque[list[int]]] = [
-            collections.deque() for _ in ranges]  # members covered by each frame sent
-        self._alive = [True] * num_processes
-        # Each process's next frame: [pipe header, OP_EACH, one code per env of its range].
-        self._frames = []
-        for start, stop in ranges:
-            frame = np.full(2 + stop - start, EACH_SKIP, dtype=np.int32)
-            frame[:2] = header_as_int32(4 * (1 + stop - start)), OP_EACH
-            self._frames.append(frame)
-        self._frame_bytes = [frame.data.cast("B") for frame in self._frames]
-        self._codes = [frame[2:] for frame in self._frames]
-        # Replies are read straight into one record array; a skipped env's record in a
-        # reply repeats its last one, so a reply never changes a record waiting for recv().
-        self._records = np.zeros(count, dtype=REPLY_DTYPE)
-        self._record_bytes = self._records.data.cast("B")
-        size = REPLY_DTYPE.itemsize
-        self._reply_views = [self._record_bytes[size * start:size * stop]
-                             for start, stop in ranges]
-
+        ranges = split_envs(count, min(count, self._max_processes or usable_cores()))
         block_box: list[SharedBlock] = []
         try:
             block = SharedBlock.create(BlockLayout(count, config.options.obs_shape))
             block_box.append(block)
             self._block = block
-            spin_us = spin_budget(self._spin_us, num_processes)
+            self._stacks = list(block.obs)  # made once: recv copies out of them
+            spin_us = spin_budget(self._spin_us, len(ranges))
             specs = [WorkerSpec(index=p, block_name=block.name, layout=block.layout,
                                 env_start=start, env_stop=stop, game=config.game,
                                 seeds=tuple(self.seeds[start:stop]), options=config.options,
                                 same_step_autoreset=True, write_final_obs=False,
                                 game_factory=config.game_factory, spin_us=spin_us)
                      for p, (start, stop) in enumerate(ranges)]
-            describe = functools.partial(_describe_process, tuple(self.seeds), tuple(ranges))
+            describe = functools.partial(describe_process, tuple(self.seeds), tuple(ranges))
             self._pool = WorkerPool(specs, describe=describe, notes=FailureNotes())
+            self._frames = GroupFrames(self._pool, ranges, self._members)
             # Detached in a forked child (see WorkerPool.forked_away): its exit leaves the
             # parent's pool running.
             self._finalizer = self._pool.finalize(self, _release_all, self._pool.conns,
                                                   self._pool.processes, block_box)
             self._pool.launch(self._context, name="shmenv-Workers-{index}")
+            self._frames.watch()
         except BaseException as exc:
             self._fail_all(exc, "it failed to start")
             raise
@@ -346,10 +284,7 @@ class WorkerGroup:
             raise
         self._block.unlink()  # every process has mapped it: nothing can leak from here on
         self._state = GroupState.RUNNING
-        for p, count in enumerate(self._open_members):
-            if count == 0:  # all its Workers were closed before the group started
-                self._alive[p] = False
-                self._pool.stop_worker(p)
+        self._frames.stop_idle()  # processes whose Workers were all closed before this
 
     def num_actions_for(self, slot: int) -> int:
         """The game's number of actions, to check member ``slot``'s step action with
@@ -359,61 +294,42 @@ class WorkerGroup:
             return self._num_actions
 
     # ----------------------------------------------------------------- member commands
-    def check_open(self, slot: int) -> None:
-        """Raise what a call on member ``slot`` must raise if it is closed or failed."""
-        if self._members[slot] is not Member.CLOSED:
-            return
-        error = self._errors[slot]
-        if error is not None:  # a failure it has not reported yet: once, then ClosedError
-            self._errors[slot] = None
-            raise error
-        raise ClosedError(f"shmenv Worker(seed={self.seeds[slot]!r}) is closed "
-                          f"({self._closed_reasons[slot]}); create a new Worker")
-
+    # The hot path: the reference's loop sends to every member, then receives from every
+    # member. There, send and recv skip the checks (a running group, no call cut short, the
+    # member where that loop leaves it); any other case, and every error, goes through
+    # _prepare_send or _prepare_recv first. Each check skipped is ~1 µs of the main's CPU
+    # per Worker per step, and the main's CPU bounds the step rate (see docs/migration.md).
     def send(self, slot: int, is_reset: bool, action: int) -> None:
         """Record member ``slot``'s command: a reset, or a step with ``action`` (checked by
         the caller against :attr:`num_actions`)."""
         with self._lock:
-            self._enter(slot)
-            if self._members[slot] in (Member.RECORDED, Member.SENT):
-                # One command at a time per Worker, as the reference's trainers use one: the
-                # earlier command runs, and its reply is dropped, not returned for this one.
-                self._await(slot)
-                self._check_after_io(slot)
-            p = self._process[slot]
-            self._codes[p][self._local[slot]] = EACH_RESET if is_reset else action
-            self._members[slot] = Member.RECORDED
+            if (self._state is not GroupState.RUNNING or self._pool.forked
+                    or self._frames.busy or self._members[slot] is not Member.IDLE):
+                self._prepare_send(slot)
+            frames = self._frames
+            frames.busy = True
             self._is_reset[slot] = is_reset
-            self._pending[p] += 1
-            if self._pending[p] == self._open_members[p]:
-                self._flush(p)
-            self._busy = False
-            self.check_open(slot)
+            frames.record(slot, EACH_RESET if is_reset else action)
+            frames.busy = False
+            if frames.failures:  # the frame it completed found its process dead
+                self._apply_failures()
+                self.check_open(slot)
 
     def recv(self, slot: int) -> Any:
         """Member ``slot``'s reply: the stack after a reset, else (stack, reward, done, info)."""
         with self._lock:
-            self._enter(slot)
-            state = self._members[slot]
-            if state is Member.IDLE:
-                self._busy = False
-                raise RuntimeError("recv() called with no command pending; send() one first")
-            if state is Member.LOST:
-                self._members[slot] = Member.IDLE
-                self._busy = False
-                raise ShmenvError("the reply to the command interrupted by Ctrl-C was "
-                                  "discarded; send() a new command")
-            self._flush_all()  # whatever else was recorded runs while this one is awaited
-            self._await(slot)
-            self._check_after_io(slot)
+            if (self._state is not GroupState.RUNNING or self._pool.forked
+                    or self._frames.busy or self._members[slot] is not Member.READY
+                    or any(self._frames.pending)):
+                self._prepare_recv(slot)
             self._members[slot] = Member.IDLE
-            self._busy = False
-            stack = self._block.obs[slot].copy()
+            # One copy out of the block: the fresh array the caller gets.
+            stack = self._stacks[slot].copy()
             if self._is_reset[slot]:
                 return stack
             (reward, episode_return, _time, episode_length, _lives, _raw_reward, _elapsed,
              _terminated, _truncated, done, _game_over, episode_end) = REPLY_STRUCT.unpack_from(
-                self._record_bytes, slot * REPLY_STRUCT.size)
+                self._frames.record_bytes, slot * _RECORD_SIZE)
             # The episode's statistics come with the record that ends it (every done under
             # the labml rules; only a game's end when a lost life lets the game go on).
             info = ({"reward": episode_return, "length": episode_length} if episode_end
@@ -425,29 +341,35 @@ class WorkerGroup:
         ``timeout`` seconds (None: until it would)."""
         with self._lock:
             self._enter(slot)
-            if self._members[slot] in (Member.RECORDED, Member.SENT):
-                self._await(slot, timeout)
-            self._busy = False
+            frames = self._frames
+            if self._members[slot] is Member.RECORDED:
+                frames.flush_all()
+            if self._members[slot] is Member.SENT:
+                if timeout is None:  # until it would: the group's timeout still applies
+                    self._await(slot)
+                else:
+                    frames.await_reply(slot, timeout, hung_after=False)
+            frames.busy = False
+            self._apply_failures()
             return self._members[slot] in (Member.READY, Member.LOST, Member.CLOSED)
 
     def fileno(self, slot: int) -> int:
         """The pipe of member ``slot``'s process (pending commands are sent first)."""
         with self._lock:
             self._enter(slot)
-            self._flush_all()
-            self._check_after_io(slot)
-            self._busy = False
-            return self._pool.conns[self._process[slot]].fileno()
+            self._frames.flush_all()
+            self._after_io(slot)
+            return self._pool.conns[self._frames.process[slot]].fileno()
 
     def close_member(self, slot: int, reason: str = "close() was called") -> None:
         """Close member ``slot``: its process stops with its last open member, the block
         with the group's last. Closing twice, or a failed member, is harmless."""
         with self._lock:
             self._check_process()
-            if self._members[slot] is Member.CLOSED:
+            state = self._members[slot]
+            if state is Member.CLOSED:
                 self._errors[slot] = None  # closing a failed Worker needs no error
                 return
-            state = self._members[slot]
             self._members[slot] = Member.CLOSED
             self._closed_reasons[slot] = reason
             if self._state is GroupState.OPEN:
@@ -457,18 +379,8 @@ class WorkerGroup:
                 return
             if self._state is GroupState.CLOSED:
                 return
-            p = self._process[slot]
-            if state is Member.RECORDED:
-                self._codes[p][self._local[slot]] = EACH_SKIP
-                self._pending[p] -= 1
-            self._open_members[p] -= 1
-            if self._alive[p] and self._open_members[p] == 0:
-                self._alive[p] = False
-                self._pool.stop_worker(p)
-            elif self._alive[p] and 0 < self._pending[p] == self._open_members[p]:
-                self._flush(p)  # the others of its process were waiting for this one
-            if not any(self._alive):
-                self._close_group()
+            self._frames.leave(slot, state)
+            self._apply_failures()  # closes the group once no process is left
 
     def close(self) -> None:
         """Close every member (their processes stop; the block is released)."""
@@ -479,77 +391,18 @@ class WorkerGroup:
             if self._state is GroupState.OPEN:
                 self._state = GroupState.CLOSED
 
-    # ----------------------------------------------------------------- frames and replies
-    def _flush(self, p: int) -> None:
-        """Send process ``p`` its recorded commands, one frame."""
-        members = [slot for slot in range(*self._ranges[p])
-                   if self._members[slot] is Member.RECORDED]
-        sent = self._pool.try_send_frame(p, self._frame_bytes[p])
-        self._codes[p][:] = EACH_SKIP
-        self._pending[p] = 0
-        if not sent:
-            self._process_died(p, "before a command")
+    # ----------------------------------------------------------------- checks
+    def check_open(self, slot: int) -> None:
+        """Raise what a call on member ``slot`` must raise if it is closed or failed."""
+        if self._members[slot] is not Member.CLOSED:
             return
-        for slot in members:
-            self._members[slot] = Member.SENT
-        self._in_flight[p].append(members)
+        error = self._errors[slot]
+        if error is not None:  # a failure it has not reported yet: once, then ClosedError
+            self._errors[slot] = None
+            raise error
+        raise ClosedError(f"shmenv Worker(seed={self.seeds[slot]!r}) is closed "
+                          f"({self._closed_reasons[slot]}); create a new Worker")
 
-    def _flush_all(self) -> None:
-        """Send every recorded command, so that all of them run while one is waited for."""
-        for p, pending in enumerate(self._pending):
-            if pending and self._alive[p]:
-                self._flush(p)
-
-    def _await(self, slot: int, timeout: float | None = None) -> None:
-        """Send, then read replies of member ``slot``'s process until its own was read (or
-        ``timeout`` passed, or the process failed). Without ``timeout``, the group's
-        ``timeout`` applies, and a process that overruns it is killed as hung."""
-        if self._members[slot] is Member.RECORDED:
-            self._flush_all()
-        p = self._process[slot]
-        limit = timeout if timeout is not None else self._timeout
-        deadline = None if limit is None else time.monotonic() + limit
-        conn = self._pool.conns[p]
-        while self._members[slot] is Member.SENT:
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
-            # Waiting is not "busy": a Ctrl-C here leaves the reply in the pipe for the next
-            # call to read, as the reference's would.
-            self._busy = False
-            ready = conn.poll(remaining)
-            self._busy = True
-            if not ready:
-                if timeout is None:  # the group's timeout ran out: the process hangs
-                    self._pool.processes[p].kill()  # SIGKILL also ends a stopped process
-                    self._fail_process(p, WorkerTimeoutError(
-                        f"{self._pool.describe(p)} did not answer within {limit:g} s; it was "
-                        "killed and its Workers are closed now, create new ones", (p,)))
-                return
-            self._read_reply(p)
-
-    def _read_reply(self, p: int) -> None:
-        """Read process ``p``'s oldest unread reply; the members it covers become ready."""
-        try:
-            error_reply = self._pool.read_reply_from(p, self._reply_views[p])
-        except (EOFError, OSError):
-            self._process_died(p, "while running a command")
-            return
-        members = self._in_flight[p].popleft()
-        if error_reply is not None:
-            report = ErrorReport.decode(error_reply)
-            where = self._pool.describe(p)
-            if report is None:
-                error = WorkerError(f"{where} sent a malformed reply")
-            else:
-                error = WorkerError(f"{where} raised {report.type_name}: {report.message}"
-                                    f"\n\nWorker traceback:\n{report.traceback}",
-                                    report.type_name, report.traceback)
-            self._fail_process(p, error)
-            return
-        for slot in members:
-            if self._members[slot] is Member.SENT:
-                self._members[slot] = Member.READY
-
-    # ----------------------------------------------------------------- failures
     def _check_process(self) -> None:
         if os.getpid() != self._creator:
             raise ForkedEnvError(
@@ -569,62 +422,71 @@ class WorkerGroup:
 
     def _enter(self, slot: int) -> None:
         """Start an operation of member ``slot`` on the pipes (see :meth:`_start_for`),
-        first recovering from an interrupted one."""
+        first recovering from one that Ctrl-C cut short."""
         self._start_for(slot)
-        if self._busy:
-            self._recover()
+        frames = self._frames
+        if frames.busy:
+            frames.recover()
+            self._apply_failures()
             self.check_open(slot)  # recovering may have found its process dead
-        self._busy = True
+        frames.busy = True
 
-    def _check_after_io(self, slot: int) -> None:
-        """After a completed step of I/O: raise if member ``slot``'s process failed in it."""
-        if self._members[slot] is Member.CLOSED:
-            self._busy = False
-            self.check_open(slot)
+    def _after_io(self, slot: int) -> None:
+        """After a completed step of I/O: close the members of any process that failed in
+        it, and raise if member ``slot`` was one of them."""
+        self._frames.busy = False
+        self._apply_failures()
+        self.check_open(slot)
 
-    def _recover(self) -> None:
-        """After Ctrl-C cut an operation short: bring every process's pipe back to a
-        message boundary (discarding unread replies) and mark the members whose replies
-        were lost; their recv() says so."""
-        for p in range(len(self._ranges)):
-            if not self._alive[p]:
-                continue
-            self._codes[p][:] = EACH_SKIP
-            self._pending[p] = 0
-            self._in_flight[p].clear()
-            try:
-                resynchronize(self._pool.conns[p], RESYNC_TIMEOUT_S)
-            except (EOFError, OSError):
-                self._process_died(p, "after an interrupted call")
-            except TimeoutError:
-                self._fail_process(p, WorkerDiedError(
-                    f"{self._pool.describe(p)} did not answer within {RESYNC_TIMEOUT_S:.0f} s "
-                    "after an interrupted call; its Workers are closed now"))
-        for slot, state in enumerate(self._members):
-            if state in (Member.RECORDED, Member.SENT):
-                self._members[slot] = Member.LOST
-        self._busy = False
+    def _prepare_send(self, slot: int) -> None:
+        """The checks before recording a command outside the hot path: closed, forked, not
+        started, a call cut short by Ctrl-C, or an earlier command still outstanding."""
+        self._enter(slot)
+        if self._members[slot] in (Member.RECORDED, Member.SENT):
+            # One command at a time per Worker, as the reference's trainers use one: the
+            # earlier command runs, and its reply is dropped, not returned for this one.
+            self._await(slot)
+            self._after_io(slot)
 
-    def _process_died(self, p: int, when: str) -> None:
-        how, code = describe_exit(self._pool.processes[p])
-        self._fail_process(p, WorkerDiedError(
-            f"{self._pool.describe(p)} {how} {when}; its Workers are closed now, create new "
-            "ones", code))
+    def _prepare_recv(self, slot: int) -> None:
+        """Make member ``slot``'s reply READY outside the hot path: send whatever else was
+        recorded (it runs while this one is awaited), then wait for this one."""
+        self._enter(slot)
+        state = self._members[slot]
+        if state is Member.IDLE:
+            self._frames.busy = False
+            raise RuntimeError("recv() called with no command pending; send() one first")
+        if state is Member.LOST:
+            self._members[slot] = Member.IDLE
+            self._frames.busy = False
+            raise ShmenvError("the reply to the command interrupted by Ctrl-C was "
+                              "discarded; send() a new command")
+        self._frames.flush_all()
+        self._await(slot)
+        self._after_io(slot)
 
-    def _fail_process(self, p: int, error: BaseException) -> None:
-        """Stop process ``p`` and close its members, each to raise ``error`` once."""
-        self._alive[p] = False
-        self._pool.stop_worker(p, FAILURE_GRACE_S)
-        self._in_flight[p].clear()
-        self._pending[p] = 0
-        self._open_members[p] = 0
-        reason = f"its process failed: {str(error).splitlines()[0]}"
-        for slot in range(*self._ranges[p]):
-            if self._members[slot] is not Member.CLOSED:
-                self._members[slot] = Member.CLOSED
-                self._errors[slot] = error
-                self._closed_reasons[slot] = reason
-        if not any(self._alive):
+    def _await(self, slot: int) -> None:
+        """Send member ``slot``'s command if it is only recorded, then wait for its reply
+        within the group's timeout (a process that overruns it is killed as hung)."""
+        if self._members[slot] is Member.RECORDED:
+            self._frames.flush_all()
+        self._frames.await_reply(slot, self._timeout, hung_after=self._timeout is not None)
+
+    # ----------------------------------------------------------------- failures
+    def _apply_failures(self) -> None:
+        """Stop each process the frames found failed and close its members, each to raise
+        the process's error once."""
+        frames = self._frames
+        while frames.failures:
+            p, error = frames.failures.pop(0)
+            self._pool.stop_worker(p, FAILURE_GRACE_S)
+            reason = f"its process failed: {str(error).splitlines()[0]}"
+            for slot in range(*frames.ranges[p]):
+                if self._members[slot] is not Member.CLOSED:
+                    self._members[slot] = Member.CLOSED
+                    self._errors[slot] = error
+                    self._closed_reasons[slot] = reason
+        if not any(frames.alive):
             self._close_group()
 
     def _fail_all(self, error: BaseException, why: str) -> None:
@@ -641,7 +503,10 @@ class WorkerGroup:
 
     def _close_group(self) -> None:
         self._state = GroupState.CLOSED
-        self._busy = False
+        self._stacks = []  # the views of the block: its mapping goes with the last one
+        frames = getattr(self, "_frames", None)
+        if frames is not None:
+            frames.busy = False
         finalizer = getattr(self, "_finalizer", None)
         if finalizer is not None:
             finalizer()
