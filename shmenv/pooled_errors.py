@@ -7,10 +7,17 @@ Workers it served, and says what to do.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
-from shmenv.errors import WorkerDiedError, WorkerError, WorkerTimeoutError, describe_exit
+from shmenv.errors import (
+    ForkedEnvError,
+    WorkerDiedError,
+    WorkerError,
+    WorkerTimeoutError,
+    describe_exit,
+)
 from shmenv.pool import RESYNC_TIMEOUT_S, WorkerPool
 from shmenv.protocol import ErrorReport
 
@@ -55,3 +62,11 @@ def hung_after_interrupt(pool: WorkerPool, p: int) -> WorkerDiedError:
     """Process ``p`` did not answer the sync request after a Ctrl-C."""
     return WorkerDiedError(f"{pool.describe(p)} did not answer within {RESYNC_TIMEOUT_S:.0f} s "
                            f"after an interrupted call; {_CLOSED_NOW}")
+
+
+def forked(creator: int) -> ForkedEnvError:
+    """A call from a process forked from ``creator``, the process the group belongs to."""
+    return ForkedEnvError(
+        f"these shmenv Workers belong to process {creator}, and this is process "
+        f"{os.getpid()} (a fork): their pool cannot be used or closed from here. "
+        "Create Workers in the process that uses them.")

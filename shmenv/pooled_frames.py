@@ -19,7 +19,6 @@ group to close that process's members with.
 from __future__ import annotations
 
 import collections
-import enum
 import math
 import select
 import time
@@ -28,23 +27,13 @@ import numpy as np
 
 from shmenv import pooled_errors
 from shmenv.pool import RESYNC_TIMEOUT_S, WorkerPool, resynchronize
+from shmenv.pooled_members import Member
 from shmenv.protocol import EACH_SKIP, OP_EACH, REPLY_DTYPE
 from shmenv.wire import header_as_int32
 
 
-class Member(enum.Enum):
-    """Where one member's command is."""
-
-    IDLE = "idle"  # no command outstanding
-    RECORDED = "recorded"  # in its process's next frame, not sent yet
-    SENT = "sent"  # sent; the reply is not read yet
-    READY = "ready"  # the reply was read; recv() returns it without waiting
-    LOST = "lost"  # its reply was discarded after an interrupted call (Ctrl-C)
-    CLOSED = "closed"  # closed, or failed (then the group holds what it raises once)
-
-
 class GroupFrames:
-    """The frames of one started group, per pool process, and the replies' record array.
+    """The frames of one launched group, per pool process, and the replies' record array.
 
     ``members`` is the group's list of member states, shared: frames move members from
     RECORDED to SENT to READY (or LOST); the group moves them to and from IDLE and CLOSED.
@@ -84,12 +73,10 @@ class GroupFrames:
         size = REPLY_DTYPE.itemsize
         self._reply_views = [self.record_bytes[size * start:size * stop]
                              for start, stop in ranges]
+        # One poll object per pipe, made once. Why: ``Connection.poll`` builds a selector
+        # per call, ~20 Python calls per wait of the hot path.
         self._pollers: list[select.poll] = []
-
-    def watch(self) -> None:
-        """Once the processes run: one poll object per pipe, made once. Why: a
-        ``Connection.poll`` builds a selector per call, ~20 Python calls per wait."""
-        for conn in self.pool.conns:
+        for conn in pool.conns:
             poller = select.poll()
             poller.register(conn.fileno(), select.POLLIN)
             self._pollers.append(poller)
