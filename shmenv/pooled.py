@@ -71,16 +71,18 @@ def _release_all(conns: list, processes: list, block_box: list) -> None:
         block.close()
 
 
-def _worker_specs(block: SharedBlock, config: GameConfig, seeds: list[Any],
-                  ranges: list[tuple[int, int]], spin_us: float) -> list[WorkerSpec]:
-    """Each pool process's start-up spec: its run of members' envs, the labml design's
-    same-step reset (a done returns the fresh reset stack), no final stacks."""
-    return [WorkerSpec(index=p, block_name=block.name, layout=block.layout, env_start=start,
-                       env_stop=stop, game=config.game, seeds=tuple(seeds[start:stop]),
-                       options=config.options, same_step_autoreset=True,
-                       write_final_obs=False, game_factory=config.game_factory,
-                       spin_us=spin_us)
-            for p, (start, stop) in enumerate(ranges)]
+def _new_pool(block: SharedBlock, config: GameConfig, seeds: list[Any],
+              ranges: list[tuple[int, int]], spin_us: float) -> WorkerPool:
+    """The pool (not launched yet): each process steps a run of members' envs with the labml
+    design's same-step reset (a done returns the fresh reset stack), no final stacks."""
+    specs = [WorkerSpec(index=p, block_name=block.name, layout=block.layout, env_start=start,
+                        env_stop=stop, game=config.game, seeds=tuple(seeds[start:stop]),
+                        options=config.options, same_step_autoreset=True,
+                        write_final_obs=False, game_factory=config.game_factory,
+                        spin_us=spin_us)
+             for p, (start, stop) in enumerate(ranges)]
+    describe = functools.partial(pooled_errors.describe_process, tuple(seeds), tuple(ranges))
+    return WorkerPool(specs, describe=describe, notes=FailureNotes())
 
 
 def _check_num_processes(num_processes: int | None) -> None:
@@ -208,24 +210,18 @@ class WorkerGroup:
         self._state = GroupState.LAUNCHED
         count = self.num_members
         ranges = split_envs(count, min(count, self._max_processes or usable_cores()))
-        block_box: list[SharedBlock] = []
         try:
-            block = SharedBlock.create(BlockLayout(count, self._config.options.obs_shape))
-            block_box.append(block)
-            self._block = block
-            specs = _worker_specs(block, self._config, self.seeds, ranges,
-                                  spin_budget(self._spin_us, len(ranges)))
-            describe = functools.partial(pooled_errors.describe_process, tuple(self.seeds),
-                                         tuple(ranges))
-            self._pool = WorkerPool(specs, describe=describe, notes=FailureNotes())
+            self._block = SharedBlock.create(BlockLayout(count, self._config.options.obs_shape))
+            self._pool = _new_pool(self._block, self._config, self.seeds, ranges,
+                                   spin_budget(self._spin_us, len(ranges)))
             # Detached in a forked child (see WorkerPool.forked_away): its exit leaves the
             # parent's pool running.
             self._finalizer = self._pool.finalize(self, _release_all, self._pool.conns,
-                                                  self._pool.processes, block_box)
+                                                  self._pool.processes, [self._block])
             self._pool.launch(self._context, name="shmenv-Workers-{index}")
             frames = GroupFrames(self._pool, ranges, self._members.states)
             self._commands = MemberCommands(self._pool, frames, self._members,
-                                            list(block.obs), self._timeout)
+                                            list(self._block.obs), self._timeout)
         except BaseException as exc:
             self._fail_all(exc)
             raise
@@ -358,3 +354,5 @@ class WorkerGroup:
         finalizer = getattr(self, "_finalizer", None)
         if finalizer is not None:
             finalizer()
+        elif hasattr(self, "_block"):  # it failed between creating the block and the pool
+            self._block.close()
