@@ -58,12 +58,31 @@ def make(
             ``WorkerTimeoutError``, and the env is closed. None (default): no limit.
         **game_options: see :class:`GameOptions` (``frame_skip``, ``on_life_loss``,
             ``noop_max``, ``fire_reset``, ``reward_clip``, ``gray_scale``, ``size``,
-            ``max_episode_steps``, ``maxpool``, ...), plus
-            ``context`` (multiprocessing start method), ``game_factory``,
-            ``worker_spin_us`` (how long a worker polls for its next command before
-            sleeping) and ``relay_fanout`` (the fan-out of the tree that relays synchronous
-            steps; 0 makes the main message every worker itself) as accepted by
-            :class:`ShmVectorEnv`.
+            ``max_episode_steps``, ``maxpool``, ...), plus the advanced arguments below.
+
+    Advanced arguments (keywords of :class:`ShmVectorEnv`):
+
+    - ``context``: the multiprocessing start method ("fork", "spawn", "forkserver";
+      default: the platform's).
+    - ``game_factory(game, seed, options, stack_out)`` replaces
+      :class:`shmenv.atari.AtariGame` in the workers (picklable, implementing
+      :class:`shmenv.game.Game`); benchmarks use it to run a zero-cost game
+      (:mod:`shmenv.fakegames`).
+    - ``worker_spin_us``: after replying, a worker polls for its next command for up to
+      this long (at most 10% of its step time, and only while commands do come that fast)
+      before sleeping, because waking a sleeping process costs every synchronous step tens
+      to hundreds of µs. Default: 500 when every worker can have a core of its own, else 0
+      (never spin on an oversubscribed machine). 0 turns it off.
+    - ``raw_pipes`` (default True where the platform allows): the main reads and writes
+      multiprocessing's pipe framing on the raw descriptors (one ``readv`` per reply, see
+      :mod:`shmenv.wire`); False uses ``Connection`` calls instead, with the same results
+      and no relay tree.
+    - ``relay_fanout`` (default 8): a synchronous ``step`` goes through a relay tree of the
+      workers with up to this many children each: the main writes one command to worker 0
+      and reads one reply for all envs, and workers pass slices down and replies up
+      (:class:`shmenv.worker.Relay`), so the main's cost per step is nearly independent of
+      the number of workers. 0: the main messages every worker itself. Async batches
+      always address workers one by one.
     """
     return ShmVectorEnv(game, num_envs, seed=seed, num_workers=num_workers, copy=copy,
                         autoreset_mode=autoreset_mode, batch_size=batch_size,

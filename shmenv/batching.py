@@ -40,6 +40,7 @@ import numpy as np
 from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 
 from shmenv.actions import check_actions, check_env_ids
+from shmenv.all_envs import CommandFrames
 from shmenv.pool import WorkerPool
 from shmenv.protocol import OP_STEP
 
@@ -56,23 +57,6 @@ class BatchState(enum.Enum):
     # gymnasium's AsyncState names, used in its error messages.
     WAITING_STEP = "step"
     WAITING_RESET = "reset"
-
-
-class CommandFrames:
-    """The main's command buffer: one int32 array holding each worker's frame
-    ``[pipe header, opcode, its actions...]``, so sending a command is one write."""
-
-    def __init__(self, ranges: Sequence[tuple[int, int]], header: Any) -> None:
-        num_envs = ranges[-1][1]
-        self.commands = np.zeros(num_envs + 2 * len(ranges), dtype=np.int32)
-        self.opcode_slots = np.array([start + 2 * w + 1 for w, (start, _) in enumerate(ranges)])
-        self.action_slots = np.concatenate(
-            [np.arange(start, stop) + 2 * w + 2 for w, (start, stop) in enumerate(ranges)])
-        commands_bytes = self.commands.data.cast("B")
-        self.frames = []
-        for w, (start, stop) in enumerate(ranges):
-            self.commands[start + 2 * w] = header(4 * (1 + stop - start))
-            self.frames.append(commands_bytes[4 * (start + 2 * w): 4 * (stop + 2 * w + 2)])
 
 
 class AsyncBatcher:
@@ -199,7 +183,7 @@ class AsyncBatcher:
             workers, slots = self._returned_workers, self._returned_slots
         else:
             ids = self._env_ids if env_ids is None else check_env_ids(env_ids, self.num_envs)
-            workers = self._workers_of(ids)
+            workers = whole_workers(ids, self._worker_of_env, self._worker_sizes, self._ranges)
             slots = self._frames.action_slots[ids]
         actions = check_actions(actions, len(ids), self._num_actions, self._game)
         busy = [w for w in workers if self._send_seq[w] >= 0]
@@ -331,16 +315,18 @@ class AsyncBatcher:
         self._move()
         self._pool.unread_replies = True
 
-    # ------------------------------------------------------------------ checks
-    def _workers_of(self, ids: np.ndarray) -> list[int]:
-        """The workers whose envs ``ids`` lists, which must be all of each one's envs."""
-        counts = np.bincount(self._worker_of_env[ids], minlength=len(self._ranges))
-        partial = np.flatnonzero((counts > 0) & (counts != self._worker_sizes))
-        if partial.size:
-            start, stop = self._ranges[partial[0]]
-            raise ValueError(
-                f"env_ids must list whole workers: envs {start}-{stop - 1} are stepped "
-                f"together by one worker, but only {counts[partial[0]]} of them were given. "
-                "Send exactly the env ids a recv() returned."
-            )
-        return np.flatnonzero(counts).tolist()
+
+def whole_workers(ids: np.ndarray, worker_of_env: np.ndarray, worker_sizes: np.ndarray,
+                  ranges: Sequence[tuple[int, int]]) -> list[int]:
+    """The workers whose envs ``ids`` lists, which must be all of each one's envs
+    (``worker_of_env[i]``: env i's worker; ``worker_sizes[w]``: worker w's env count)."""
+    counts = np.bincount(worker_of_env[ids], minlength=len(ranges))
+    partial = np.flatnonzero((counts > 0) & (counts != worker_sizes))
+    if partial.size:
+        start, stop = ranges[partial[0]]
+        raise ValueError(
+            f"env_ids must list whole workers: envs {start}-{stop - 1} are stepped "
+            f"together by one worker, but only {counts[partial[0]]} of them were given. "
+            "Send exactly the env ids a recv() returned."
+        )
+    return np.flatnonzero(counts).tolist()

@@ -3,12 +3,12 @@
 The main process's whole job per step: validate the actions, send the workers one small
 message, read one small reply, and turn the replies into numpy arrays. Per-env work in the
 main process is numpy over the batch, never a Python loop. Processes and pipes belong to
-:class:`shmenv.pool.WorkerPool`, async batches to :class:`shmenv.batching.AsyncBatcher`.
+:class:`shmenv.pool.WorkerPool`, commands to every env at once to
+:class:`shmenv.all_envs.AllEnvs`, async batches to :class:`shmenv.batching.AsyncBatcher`.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,32 +18,17 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from shmenv.actions import check_actions
-from shmenv.affinity import worker_cpus
-from shmenv.batching import AsyncBatcher, BatchState, CommandFrames
-from shmenv.block import BlockLayout, SharedBlock
+from shmenv.all_envs import AllEnvs
+from shmenv.batching import AsyncBatcher, BatchState
+from shmenv.block import SharedBlock
+from shmenv.env_plan import EnvPlan
 from shmenv.errors import ClosedError
 from shmenv.game import GameFactory
-from shmenv.games import GameOptions, resolve_game
 from shmenv.lifecycle import ClosableEnvMixin
 from shmenv.outputs import StepOutput, StepOutputs
-from shmenv.planning import (
-    DEFAULT_RELAY_FANOUT,
-    check_autoreset_mode,
-    check_batch_size,
-    check_num_envs,
-    check_relay_fanout,
-    check_timeout,
-    env_seeds,
-    plan_workers,
-    relay_tree,
-    spin_budget,
-    split_envs,
-    subtree_stops,
-)
+from shmenv.planning import DEFAULT_RELAY_FANOUT, check_timeout, env_seeds
 from shmenv.pool import WorkerPool, release
-from shmenv.protocol import OP_RESEED, OP_RESET, OP_STEP, RELAY, REPLY_DTYPE
-from shmenv.wire import RAW_PIPES, header_as_int32
-from shmenv.worker import WorkerSpec
+from shmenv.protocol import OP_RESEED, OP_RESET
 
 
 class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
@@ -70,42 +55,10 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
     ``"final_obs"`` (an object array holding the ended episode's last stack for each env
     that finished, None elsewhere) and ``"_final_obs"``.
 
-    Advanced: ``context`` picks the multiprocessing start method ("fork", "spawn",
-    "forkserver"; default: the platform's). ``game_factory(game, seed, options, stack_out)``
-    replaces :class:`shmenv.atari.AtariGame` in the workers (it must be picklable and
-    implement :class:`shmenv.game.Game`); benchmarks use it to run a zero-cost game
-    (:mod:`shmenv.fakegames`).
+    Every constructor argument is documented once, on :func:`shmenv.make`.
 
     Async batches (``batch_size < num_envs``, envpool's API): ``send(actions, env_ids)`` and
     ``recv()``; see :mod:`shmenv.batching` and docs/scaling.md.
-
-    ``worker_spin_us``: after replying, a worker polls for its next command for up to this
-    long (and at most 10% of its step time, and only while commands do come that fast)
-    before sleeping, because waking a sleeping process costs every synchronous step tens
-    to hundreds of µs. Default: 500 when every worker can have a core of its own, else 0
-    (never spin on an oversubscribed machine). 0 turns it off.
-
-    ``raw_pipes`` (default True where the platform allows): the main reads and writes
-    multiprocessing's pipe framing on the raw descriptors (one ``readv`` per reply, see
-    :mod:`shmenv.wire`); False uses ``Connection`` calls instead, with the same results and
-    no relay tree.
-
-    ``relay_fanout`` (default 8): a synchronous ``step`` goes through a relay tree of the
-    workers with up to this many children each: the main process writes one command to
-    worker 0 and reads one reply for all envs, and workers pass slices down and replies up
-    (:class:`shmenv.worker.Relay`). This makes the main's cost per step nearly independent
-    of the number of workers. 0: the main writes to and reads from every worker itself.
-    Async batches always address workers one by one.
-
-    ``cpu_affinity=True`` pins worker i to the i-th core this process may use (round-robin);
-    a list of core ids pins them round-robin over that list. Where the platform has no
-    ``os.sched_setaffinity`` a ``RuntimeWarning`` is issued and the workers run unpinned.
-
-    ``timeout`` (seconds; default None: wait as long as it takes, as gymnasium does): the
-    longest any call waits for a worker's reply after start-up (which has its own 120 s).
-    A worker that does not answer in time (stopped, deadlocked, swapped out) makes the call
-    raise :class:`shmenv.WorkerTimeoutError` naming it, its pid and envs; it is killed and
-    the env closed. Only with a timeout does a wait ``poll`` the pipe before reading.
 
     gymnasium's async pair is here too: ``step_async(actions)`` / ``step_wait(timeout)``
     and ``reset_async(seed, options)`` / ``reset_wait(timeout)``, with its
@@ -139,47 +92,26 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         **game_options: Any,
     ) -> None:
         self._closed_reason: str | None = "it was never fully started"
-
-        options = GameOptions.from_kwargs(game_options)
-        rom = resolve_game(game)
-        num_envs = check_num_envs(num_envs)
-        batch_size = check_batch_size(batch_size, num_envs)
-        num_workers = plan_workers(num_envs, batch_size, num_workers,
-                                   multiprocessing.cpu_count())
-        autoreset_mode = check_autoreset_mode(autoreset_mode)
-        relay_fanout = check_relay_fanout(relay_fanout)
-        timeout = check_timeout(timeout)
-
-        self.game = rom
-        self.options = options
-        self.num_envs = num_envs
-        self.num_workers = int(num_workers)
+        plan = EnvPlan.from_args(  # every check, before anything exists that could leak
+            game, num_envs, seed=seed, num_workers=num_workers, autoreset_mode=autoreset_mode,
+            batch_size=batch_size, cpu_affinity=cpu_affinity, worker_spin_us=worker_spin_us,
+            relay_fanout=relay_fanout, raw_pipes=raw_pipes, timeout=timeout,
+            game_options=game_options)
+        self._plan = plan
+        self.game = plan.game
+        self.options = plan.options
+        self.num_envs = num_envs = plan.num_envs
+        self.num_workers = plan.num_workers
         self.copy = copy
-        self.metadata = {"autoreset_mode": autoreset_mode}
-        self.batch_size = batch_size
-        self._same_step = autoreset_mode == AutoresetMode.SAME_STEP
-        self._seeds = env_seeds(seed, num_envs)
-        self._env_ranges = split_envs(num_envs, self.num_workers)
-        self._worker_cpus = worker_cpus(cpu_affinity, self.num_workers)
-        raw_pipes = bool(raw_pipes) and RAW_PIPES
-        # Relayed steps need raw pipe I/O and only serve synchronous steps of 2+ workers.
-        self._relay = (raw_pipes and relay_fanout > 0 and batch_size == num_envs
-                       and self.num_workers > 1)
-        children = (relay_tree(self.num_workers, relay_fanout) if self._relay
-                    else [[] for _ in range(self.num_workers)])
-        spin_us = spin_budget(worker_spin_us, self.num_workers)
+        self.metadata = {"autoreset_mode": plan.autoreset_mode}
+        self.batch_size = plan.batch_size
+        self._seeds = plan.seeds
 
-        # Relayed steps count their progress in the block, to name a hung worker.
-        self._block = SharedBlock.create(BlockLayout(
-            num_envs, options.obs_shape, self.num_workers if self._relay else 0))
-        specs = _worker_specs(
-            self._block, self._env_ranges, self._seeds, self._worker_cpus, children,
-            game=rom, options=options, same_step_autoreset=self._same_step,
-            write_final_obs=self._same_step, game_factory=game_factory,
-            spin_us=spin_us)
-        self._pool = WorkerPool(specs, raw_pipes=raw_pipes, on_failure=self._shutdown,
-                                timeout=timeout,
-                                progress=self._block.progress if self._relay else None)
+        self._block = SharedBlock.create(plan.block_layout)
+        self._pool = WorkerPool(plan.worker_specs(self._block, game_factory),
+                                raw_pipes=plan.raw_pipes, on_failure=self._shutdown,
+                                timeout=plan.timeout,
+                                progress=self._block.progress if plan.relayed else None)
         self._pool.set_on_fork(self._forked)
         self._finalizer = self._pool.finalize(self, _release, self._pool.conns,
                                               self._pool.processes, self._block)
@@ -191,34 +123,18 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         # Every worker has mapped the block: drop its name so that nothing can leak.
         self._block.unlink()
 
-        self.single_observation_space = spaces.Box(0, 255, options.obs_shape, np.uint8)
+        self.single_observation_space = spaces.Box(0, 255, plan.options.obs_shape, np.uint8)
         self.single_action_space = spaces.Discrete(num_actions)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._num_actions = num_actions
-        self._init_buffers()
-        self._batcher = AsyncBatcher(self._pool, self._env_ranges, self._frames,
-                                     self._reply_views, batch_size, num_actions, rom)
+        # Everything the hot path reuses, allocated once.
+        self._outputs = StepOutputs(self._block, plan.same_step, self.copy)
+        self._all_envs = AllEnvs(self._pool, plan.env_ranges, self._outputs, plan.relayed)
+        self._batcher = AsyncBatcher(self._pool, plan.env_ranges, self._all_envs.frames,
+                                     self._all_envs.reply_views, plan.batch_size, num_actions,
+                                     plan.game)
         self._closed_reason = None
-
-    # ----------------------------------------------------------------- start-up
-    def _init_buffers(self) -> None:
-        """Everything the hot path reuses, allocated once."""
-        num_envs = self.num_envs
-        self._frames = CommandFrames(self._env_ranges, header_as_int32)
-        self._outputs = StepOutputs(self._block, self._same_step, self.copy)
-        self._replies = self._outputs.replies
-        replies_bytes = self._replies.data.cast("B")
-        size = REPLY_DTYPE.itemsize
-        self._reply_views = [replies_bytes[size * start: size * stop]
-                             for start, stop in self._env_ranges]
-        # A relayed step: one frame [pipe header, OP_STEP | RELAY, every env's action] to
-        # worker 0, one reply covering every env back (see shmenv.worker.Relay).
-        self._relay_command = np.zeros(2 + num_envs, dtype=np.int32)
-        self._relay_command[:2] = header_as_int32(4 * (1 + num_envs)), OP_STEP | RELAY
-        self._relay_actions = self._relay_command[2:]
-        self._relay_frame = self._relay_command.data.cast("B")
-        self._all_replies = replies_bytes
 
     # ----------------------------------------------------------------- hot path
     def _check_open(self) -> None:
@@ -243,14 +159,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         actions = check_actions(actions, self.num_envs, self._num_actions, self.game)
         self._batcher.check_idle("step(actions)")
         self._pool.resynchronize()
-        if self._relay:  # one write, one read (see shmenv.worker.Relay)
-            self._relay_actions[:] = actions
-            self._pool.round_trip(self._relay_frame, self._all_replies)
-        else:
-            self._frames.commands[self._frames.action_slots] = actions
-            self._send_all(OP_STEP)
-            self._pool.read_from_all(self._reply_views, when="in a step")
-        return self._outputs.results()
+        return self._all_envs.step(actions)
 
     # ----------------------------------------------------------------- gymnasium's pair
     def step_async(self, actions: Any) -> None:
@@ -266,12 +175,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         actions = check_actions(actions, self.num_envs, self._num_actions, self.game)
         self._batcher.check_idle("step_async(actions)")
         self._pool.resynchronize()
-        if self._relay:
-            self._relay_actions[:] = actions
-            self._pool.send_relayed(self._relay_frame)
-        else:
-            self._frames.commands[self._frames.action_slots] = actions
-            self._send_all(OP_STEP)
+        self._all_envs.send_step(actions)
         self._batcher.start_call(BatchState.WAITING_STEP)
 
     def step_wait(self, timeout: float | None = None) -> StepOutput:
@@ -289,12 +193,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         self._check_open()
         timeout = check_timeout(timeout)
         self._batcher.finish_call(BatchState.WAITING_STEP)
-        limit = self._pool.timeout if timeout is None else timeout
-        if self._relay:
-            self._pool.read_relayed(self._all_replies, limit)
-        else:
-            self._pool.read_from_all(self._reply_views, limit, "in a step")
-        return self._outputs.results()
+        return self._all_envs.read_step(self._pool.timeout if timeout is None else timeout)
 
     def reset_async(self, seed: int | Sequence[int] | None = None,
                     options: dict[str, Any] | None = None) -> None:
@@ -327,12 +226,7 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
         self._check_open()
         timeout = check_timeout(timeout)
         self._batcher.finish_call(BatchState.WAITING_RESET)
-        return self._read_reset(self._pool.timeout if timeout is None else timeout)
-
-    def _send_all(self, opcode: int) -> None:
-        """Send every worker its prepared frame with ``opcode``: one write per worker."""
-        self._frames.commands[self._frames.opcode_slots] = opcode
-        self._pool.send_to_all(self._frames.frames)
+        return self._all_envs.read_reset(self._pool.timeout if timeout is None else timeout)
 
     # ----------------------------------------------------------------- reset
     def reset(
@@ -360,22 +254,14 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
             return obs, infos
         self._batcher.drop_in_flight()
         self._send_reset(seed)
-        return self._read_reset(self._pool.timeout)
+        return self._all_envs.read_reset(self._pool.timeout)
 
     def _send_reset(self, seed: int | Sequence[int] | None) -> None:
         """Send every worker a reset (or a reseed and its seeds)."""
         seeds = None if seed is None else env_seeds(seed, self.num_envs)
-        self._pool.resynchronize()
-        self._send_all(OP_RESET if seeds is None else OP_RESEED)
+        self._all_envs.send_reset(seeds)
         if seeds is not None:
-            for index, (start, stop) in enumerate(self._env_ranges):
-                self._pool.send_object(index, seeds[start:stop])
             self._seeds = seeds
-
-    def _read_reset(self, timeout: float | None) -> tuple[np.ndarray, dict[str, Any]]:
-        self._pool.read_from_all(self._reply_views, timeout, "in a reset")
-        obs, _rewards, _terminations, _truncations, infos = self._outputs.results()
-        return obs, infos
 
     # ----------------------------------------------------------------- async batches
     def send(self, actions: Any, env_ids: Any = None) -> None:
@@ -421,17 +307,17 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
     @property
     def worker_env_ranges(self) -> tuple[tuple[int, int], ...]:
         """Each worker's envs as ``(start, stop)``, in worker order."""
-        return tuple(self._env_ranges)
+        return tuple(self._plan.env_ranges)
 
     @property
     def worker_cpus(self) -> tuple[int | None, ...]:
         """The core each worker is pinned to (None: unpinned)."""
-        return tuple(self._worker_cpus)
+        return tuple(self._plan.worker_cpus)
 
     @property
     def relayed(self) -> bool:
         """Whether a synchronous step goes through the relay tree (one write, one read)."""
-        return self._relay
+        return self._plan.relayed
 
     @property
     def raw_pipes(self) -> bool:
@@ -478,21 +364,6 @@ class ShmVectorEnv(ClosableEnvMixin, VectorEnv):
     def __repr__(self) -> str:
         return (f"ShmVectorEnv({self.game!r}, num_envs={self.num_envs}, "
                 f"num_workers={self.num_workers})")
-
-
-def _worker_specs(block: SharedBlock, ranges: list[tuple[int, int]],
-                  seeds: list[int | None], cpus: list[int | None],
-                  children: list[list[int]], **common: Any) -> list[WorkerSpec]:
-    """Each worker's start-up spec: its envs, their seeds, its core and relay children;
-    ``common``: the WorkerSpec fields every worker shares."""
-    stops = subtree_stops(ranges, children)
-    return [WorkerSpec(
-        index=index, block_name=block.name, layout=block.layout, env_start=start,
-        env_stop=stop, seeds=tuple(seeds[start:stop]), cpu=cpus[index],
-        relay_children=tuple((child, ranges[child][0], stops[child])
-                             for child in children[index]),
-        **common,
-    ) for index, (start, stop) in enumerate(ranges)]
 
 
 def _release(conns: list, processes: list, block: SharedBlock) -> None:

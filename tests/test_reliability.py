@@ -434,18 +434,35 @@ def test_worker_exit_code_is_named(no_leaked_segments):
     assert all_gone(env.worker_pids, timeout=0)  # the other worker was stopped
 
 
+def mapped_file(array: np.ndarray) -> str | None:
+    """The file this process maps at ``array``'s first byte, as /proc/self/maps names it
+    (None: nothing is mapped there)."""
+    address = array.__array_interface__["data"][0]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            start, stop = (int(bound, 16) for bound in fields[0].split("-"))
+            if start <= address < stop:
+                return fields[5].strip() if len(fields) > 5 else ""
+    return None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps")
 def test_obs_view_stays_readable_after_close_and_is_released_when_dropped(no_leaked_segments):
     env = shmenv.make("Breakout", 3, num_workers=1, context="fork",
                       game_factory=functools.partial(CounterGame))
     env.reset()
     obs, *_ = env.step([1, 2, 3])
     row = obs[1]  # a view of a view
-    mapping = env._block._unmap
+    segment = mapped_file(obs)
+    assert segment is not None and segment.startswith(f"{SHM_DIR}/{NAME_PREFIX}")
+    path = segment.split()[0]  # without " (deleted)": the name was unlinked at start
     env.close()
-    assert mapping.alive  # still mapped: the caller holds views
+    assert mapped_file(obs) == segment  # still mapped: the caller holds views
     assert int(obs.sum()) == obs.size and int(row[0, 0, 0]) == 1  # count 1 everywhere
     del obs, row
-    assert not mapping.alive  # the last view went: the mapping was closed
+    with open("/proc/self/maps") as maps:
+        assert path not in maps.read()  # the last view went: the mapping was closed
 
 
 def test_compat_worker_after_close(no_leaked_segments):

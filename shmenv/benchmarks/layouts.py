@@ -16,81 +16,60 @@ moved per env-step:
 
 The sizes and offsets are shmenv's own, read from the code that defines them: the reply
 record from ``REPLY_DTYPE``, the stack shape from ``GameOptions``, the block from
-``shmenv.block.BlockLayout``. Each case marks the variant shmenv uses. The functions doing
-each job are small and public so that tests can check they are right.
+``shmenv.block.BlockLayout``. Each case marks the variant shmenv uses. This module runs the
+cases and reports them; the functions doing each job live in one module per case
+(:mod:`layout_transport`, :mod:`layout_stack`, :mod:`layout_records`,
+:mod:`layout_blocks`), small and public so that tests can check they are right, and are
+importable from here too.
 """
 
 from __future__ import annotations
 
 import functools
-import multiprocessing
-import os
-import pickle
-import secrets
-import struct
 import time
 from collections.abc import Callable
-from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
 
 from shmenv.benchmarks import report
-from shmenv.block import NAME_PREFIX, BlockLayout
-from shmenv.games import GameOptions
-from shmenv.protocol import REPLY_DTYPE
+from shmenv.benchmarks.layout_blocks import (
+    OneBlock,
+    PerWorkerBlocks,
+    as_float32,
+    batch_copy,
+    batch_view,
+    new_segment,
+)
+from shmenv.benchmarks.layout_records import (
+    OWN_BUFFER,
+    RECORD,
+    neighbour_writes,
+    record_offsets,
+    record_struct,
+    record_values,
+)
+from shmenv.benchmarks.layout_stack import (
+    FRAME_BYTES,
+    STACK_BYTES,
+    STACK_SHAPE,
+    RingStack,
+    push_roll,
+    push_shift,
+)
+from shmenv.benchmarks.layout_transport import (
+    COMMAND_BYTES,
+    TRANSPORTS,
+    Transport,
+    stamped_stack,
+)
 
-STACK_SHAPE: tuple[int, int, int] = GameOptions().obs_shape
-STACK_BYTES = BlockLayout(1, STACK_SHAPE).slot_bytes
-FRAME_BYTES = STACK_BYTES // STACK_SHAPE[0]
-COMMAND_BYTES = 2 * np.dtype(np.int32).itemsize  # shmenv's step command for one env
-
-_STRUCT_CODES = {("f", 8): "d", ("f", 4): "f", ("i", 8): "q", ("u", 8): "Q", ("i", 4): "i",
-                 ("u", 4): "I", ("i", 2): "h", ("u", 2): "H", ("i", 1): "b", ("u", 1): "B",
-                 ("b", 1): "?"}
-
-
-def _fields(dtype: np.dtype) -> list[tuple[str, np.dtype, int]]:
-    """A structured dtype's fields as (name, dtype, offset), in offset order."""
-    if dtype.fields is None:
-        raise ValueError(f"{dtype} is not a structured dtype")
-    fields = [(name, spec[0], spec[1]) for name, spec in dtype.fields.items()]
-    return sorted(fields, key=lambda field: field[2])
-
-
-def record_struct(dtype: np.dtype = REPLY_DTYPE) -> struct.Struct:
-    """The ``struct`` that packs one record of ``dtype`` byte for byte (fields in offset
-    order, gaps and tail as pad bytes), as a worker packs its replies."""
-    fmt, at = "<", 0
-    for name, field_dtype, offset in _fields(dtype):
-        code = _STRUCT_CODES.get((field_dtype.kind, field_dtype.itemsize))
-        if code is None or field_dtype.byteorder == ">":
-            raise ValueError(f"field {name!r} has dtype {field_dtype}, which has no struct code")
-        fmt += "x" * (offset - at) + code
-        at = offset + field_dtype.itemsize
-    fmt += "x" * (dtype.itemsize - at)
-    packer = struct.Struct(fmt)
-    if packer.size != dtype.itemsize:
-        raise ValueError(f"{fmt!r} packs {packer.size} bytes, the dtype has {dtype.itemsize}")
-    return packer
-
-
-RECORD = record_struct()
-
-
-def record_values(step: int, writer: int, dtype: np.dtype = REPLY_DTYPE) -> tuple:
-    """The values writer ``writer`` packs at ``step``, in struct order: ``step`` in the
-    first field, ``writer`` in every other one."""
-    kinds = [field_dtype.kind for _name, field_dtype, _offset in _fields(dtype)]
-    cast = {"f": float, "b": bool}
-    return tuple(cast.get(kind, int)(value)
-                 for kind, value in zip(kinds, [step] + [writer] * (len(kinds) - 1)))
-
-
-def new_segment(size: int) -> shared_memory.SharedMemory:
-    """A segment named as shmenv names its blocks, so leak checks see it."""
-    name = f"{NAME_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
-    return shared_memory.SharedMemory(name=name, create=True, size=size)
+__all__ = ["COMMAND_BYTES", "CASE_TITLES", "FRAME_BYTES", "OWN_BUFFER", "RECORD", "STACK_BYTES",
+           "STACK_SHAPE", "TRANSPORTS", "OneBlock", "PerWorkerBlocks", "RingStack",
+           "Transport", "as_float32", "batch_copy", "batch_view", "neighbour_writes",
+           "new_segment", "per_call_us", "plot", "print_result", "push_roll", "push_shift",
+           "record_offsets", "record_struct", "record_values", "run", "stamped_stack",
+           "tables"]
 
 
 def per_call_us(fn: Callable[[], Any], seconds: float, min_calls: int = 5) -> float:
@@ -110,258 +89,6 @@ def per_call_us(fn: Callable[[], Any], seconds: float, min_calls: int = 5) -> fl
     return 1e6 * float(np.median(samples))
 
 
-def stamped_stack(base: np.ndarray, step: int) -> np.ndarray:
-    """The stack a producer shows at ``step``: ``base`` with the step stamped in."""
-    stack = base.copy()
-    stack[-1, 0, :8] = np.frombuffer(np.int64(step).tobytes(), dtype=np.uint8)
-    return stack
-
-
-# ------------------------------------------------------------------ (a) transport
-TRANSPORTS = ("float64-pickle", "uint8-pickle", "shared-memory")
-
-
-def _producer(conn: Any, mode: str, base: np.ndarray, shm_name: str | None) -> None:
-    shm = shared_memory.SharedMemory(name=shm_name) if shm_name else None
-    stack = (np.ndarray(STACK_SHAPE, np.uint8, shm.buf) if shm else
-             np.zeros(STACK_SHAPE, np.float64 if mode == "float64-pickle" else np.uint8))
-    reply = bytes(RECORD.size)
-    step = 0
-    try:
-        while conn.recv_bytes() != b"q":
-            stack[...] = base
-            stack[-1, 0, :8] = np.frombuffer(np.int64(step).tobytes(), dtype=np.uint8)
-            if shm is not None:  # the stack is already where the trainer reads it
-                conn.send_bytes(reply)
-            else:
-                conn.send(stack)
-            step += 1
-    except EOFError:
-        pass
-    finally:
-        del stack
-        if shm is not None:
-            shm.close()
-
-
-class Transport:
-    """A producer process and this end of its Pipe; :meth:`fetch` moves one stack."""
-
-    def __init__(self, mode: str, base: np.ndarray | None = None) -> None:
-        if mode not in TRANSPORTS:
-            raise ValueError(f"mode must be one of {TRANSPORTS}, got {mode!r}")
-        self.mode = mode
-        self._command = np.array([1, 0], np.int32).tobytes()  # [opcode, action]
-        self.base = base if base is not None else np.random.default_rng(0).integers(
-            0, 256, STACK_SHAPE, dtype=np.uint8)
-        self._shm = None
-        if mode == "shared-memory":
-            self._shm = new_segment(STACK_BYTES)
-            self.slot = np.ndarray(STACK_SHAPE, np.uint8, self._shm.buf)
-        ctx = multiprocessing.get_context()
-        self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_producer, daemon=True, args=(
-            child, mode, self.base, self._shm.name if self._shm else None))
-        self._process.start()
-        child.close()
-
-    @property
-    def bytes_per_step(self) -> int:
-        """Bytes through the kernel per env-step (request + reply; shared memory: shmenv's
-        command and reply record, the stack's own bytes are written once, by the producer,
-        and never copied)."""
-        if self.mode == "shared-memory":
-            return COMMAND_BYTES + RECORD.size
-        dtype = np.float64 if self.mode == "float64-pickle" else np.uint8
-        return 1 + len(pickle.dumps(np.zeros(STACK_SHAPE, dtype), pickle.HIGHEST_PROTOCOL))
-
-    def fetch(self, out: np.ndarray) -> np.ndarray:
-        """One env-step: ask for the next stack and make it available as uint8 in ``out``
-        (pickled modes copy into ``out``, as a trainer builds its batch; shared memory
-        returns the slot itself)."""
-        if self._shm is not None:
-            self._conn.send_bytes(self._command)
-            self._conn.recv_bytes()
-            return self.slot
-        self._conn.send_bytes(b"s")
-        out[...] = self._conn.recv()
-        return out
-
-    def close(self) -> None:
-        self._conn.send_bytes(b"q")
-        self._process.join(timeout=5)
-        self._conn.close()
-        if self._shm is not None:
-            del self.slot
-            self._shm.close()
-            self._shm.unlink()
-
-    def __enter__(self) -> Transport:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-# ------------------------------------------------------------------ (b) stack update
-def push_roll(stack: np.ndarray, frame: np.ndarray) -> np.ndarray:
-    """The labml design's way: a new array rolled by one, newest frame last."""
-    stack = np.roll(stack, shift=-1, axis=0)
-    stack[-1] = frame
-    return stack
-
-
-def push_shift(stack: np.ndarray, frame: np.ndarray) -> np.ndarray:
-    """shmenv's way: shift in place (memmove of 3 frames), write the newest."""
-    stack[:-1] = stack[1:]
-    stack[-1] = frame
-    return stack
-
-
-class RingStack:
-    """Frames in a ring plus the index of the oldest: a push writes one frame, but a
-    consumer that wants the frames in order must reorder them (:meth:`read_ordered`)."""
-
-    def __init__(self, first_frame: np.ndarray, depth: int = 4) -> None:
-        self.frames = np.repeat(first_frame[None], depth, axis=0)
-        self.oldest = 0
-
-    def push(self, frame: np.ndarray) -> None:
-        self.frames[self.oldest] = frame
-        self.oldest = (self.oldest + 1) % len(self.frames)
-
-    def read_ordered(self, out: np.ndarray) -> np.ndarray:
-        depth = len(self.frames) - self.oldest
-        out[:depth] = self.frames[self.oldest:]
-        out[depth:] = self.frames[:self.oldest]
-        return out
-
-
-# ------------------------------------------------------------------ (c) false sharing
-def record_offsets(num_records: int, align: int, record_bytes: int = RECORD.size) -> list[int]:
-    """Byte offsets of ``num_records`` records, each starting on a multiple of ``align``
-    (1 = packed)."""
-    stride = -(-record_bytes // align) * align
-    return [i * stride for i in range(num_records)]
-
-
-def _hammer(shm_name: str, offset: int, writes: int, start: Any, result: Any,
-            index: int) -> None:
-    shm = shared_memory.SharedMemory(name=shm_name)
-    buf = shm.buf
-    assert buf is not None  # open until shm.close()
-    pack = RECORD.pack_into
-    rest = record_values(0, index)[1:]  # built once: the loop times the write alone
-    while not start.value:
-        pass
-    t0 = time.perf_counter()
-    for i in range(1, writes + 1):
-        pack(buf, offset, i, *rest)
-    result[index] = time.perf_counter() - t0
-    del buf
-    shm.close()
-
-
-OWN_BUFFER = 0  # ``align`` for neighbour_writes: each writer packs into its own buffer
-
-
-def neighbour_writes(align: int, writes: int, num_writers: int = 2) -> tuple[float, list[tuple]]:
-    """``num_writers`` processes each pack ``writes`` reply records into their own record:
-    all in one shared block at the offsets ``record_offsets(num_writers, align)``, or with
-    ``align=OWN_BUFFER`` each in a buffer of its own (shmenv: a worker packs its envs'
-    replies in its own buffer and sends them over its Pipe). Returns ns per write (median
-    over writers) and the records' final contents, unpacked with ``REPLY_DTYPE``."""
-    if align == OWN_BUFFER:
-        segments = [new_segment(4096) for _ in range(num_writers)]
-        places = [(seg, 0) for seg in segments]
-    else:
-        offsets = record_offsets(num_writers, align)
-        segments = [new_segment(offsets[-1] + 4096)]
-        places = [(segments[0], off) for off in offsets]
-    try:
-        ctx = multiprocessing.get_context()
-        start = ctx.RawValue("b", 0)
-        result = ctx.RawArray("d", num_writers)
-        procs = [ctx.Process(target=_hammer, daemon=True,
-                             args=(seg.name, off, writes, start, result, i))
-                 for i, (seg, off) in enumerate(places)]
-        for p in procs:
-            p.start()
-        time.sleep(0.05)
-        start.value = 1
-        for p in procs:
-            p.join()
-        records = [np.frombuffer(seg.buf, REPLY_DTYPE, count=1,  # type: ignore[arg-type]
-                                 offset=off)[0].tolist()
-                   for seg, off in places]
-        return 1e9 * float(np.median(list(result))) / writes, records
-    finally:
-        for seg in segments:
-            seg.close()
-            seg.unlink()
-
-
-# ------------------------------------------------------------------ (d), (e), (f)
-def batch_view(block: np.ndarray) -> np.ndarray:
-    """Zero-copy: the trainer reads the block itself (valid until the next step)."""
-    return block
-
-
-def batch_copy(block: np.ndarray) -> np.ndarray:
-    """Copy-out: a fresh array each step, safe to keep."""
-    return block.copy()
-
-
-def as_float32(batch: np.ndarray) -> np.ndarray:
-    """What a consumer pays to get float32 (same values, 4x the bytes)."""
-    return batch.astype(np.float32)
-
-
-class PerWorkerBlocks:
-    """One shared-memory segment per worker, each laid out as shmenv lays out its block; a
-    (num_envs, 4, 84, 84) batch for the trainer must then be assembled by concatenation (a
-    copy) every step."""
-
-    def __init__(self, num_envs: int, num_workers: int) -> None:
-        bounds = np.linspace(0, num_envs, num_workers + 1).astype(int)
-        self.segments = [new_segment(BlockLayout(int(b - a), STACK_SHAPE).nbytes)
-                         for a, b in zip(bounds[:-1], bounds[1:])]
-        self.views = [np.ndarray((int(b - a), *STACK_SHAPE), np.uint8, s.buf)
-                      for s, a, b in zip(self.segments, bounds[:-1], bounds[1:])]
-
-    def batch(self) -> np.ndarray:
-        return np.concatenate(self.views)
-
-    def close(self) -> None:
-        self.views = []
-        for s in self.segments:
-            s.close()
-            s.unlink()
-
-
-class OneBlock:
-    """shmenv's layout: every env's slot in one segment laid out by
-    :class:`shmenv.block.BlockLayout`; the batch is a view of it."""
-
-    def __init__(self, num_envs: int, num_workers: int) -> None:
-        layout = BlockLayout(num_envs, STACK_SHAPE)
-        self.segment = new_segment(layout.nbytes)
-        self.obs = np.ndarray((num_envs, *STACK_SHAPE), np.uint8, self.segment.buf,
-                              offset=layout.obs_offset)
-        bounds = np.linspace(0, num_envs, num_workers + 1).astype(int)
-        self.views = [self.obs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-    def batch(self) -> np.ndarray:
-        return self.obs
-
-    def close(self) -> None:
-        self.views = []
-        del self.obs  # drop the view before closing the segment under it
-        self.segment.close()
-        self.segment.unlink()
-
-
-# ------------------------------------------------------------------ the suite
 def _row(case: str, variant: str, us: float, nbytes: float, note: str = "",
          shmenv: bool = False) -> dict:
     return {"case": case, "variant": variant, "us_per_env_step": us,
