@@ -29,7 +29,8 @@ import numpy as np
 
 from shmenv.game import GameFactory
 from shmenv.games import GameOptions, resolve_game
-from shmenv.pooled import GameConfig, WorkerGroup, current_group, drop_member
+from shmenv.pooled import WorkerGroup, drop_member
+from shmenv.pooled_members import GameConfig, current_group
 
 _COMMANDS = ("reset", "step", "close")
 _PICKLE_HINT = ("it drives processes that belong to the process that created it; create "
@@ -68,19 +69,18 @@ class WorkerPipe:
             cmd, data = message
         except (TypeError, ValueError):
             raise ValueError(f"send() takes a (command, data) pair, got {message!r}") from None
-        if cmd not in _COMMANDS:
+        if cmd == "step":  # the hot path first
+            if not self._num_actions:
+                self._num_actions = self._group.num_actions_for(self._slot)
+            self._group.send(self._slot, False, _as_action(data, self._num_actions))
+        elif cmd == "reset":
+            self._group.send(self._slot, True, 0)
+        elif cmd == "close":
+            self._group.close_member(self._slot)  # closing twice is harmless, as close() is
+        else:
             self._group.check_open(self._slot)
             raise NotImplementedError(f"unknown Worker command {cmd!r}; "
                                       f"the commands are {', '.join(map(repr, _COMMANDS))}")
-        if cmd == "close":
-            self._group.close_member(self._slot)  # closing twice is harmless, as close() is
-            return
-        if cmd == "reset":
-            self._group.send(self._slot, True, 0)
-            return
-        if not self._num_actions:
-            self._num_actions = self._group.num_actions_for(self._slot)
-        self._group.send(self._slot, False, _as_action(data, self._num_actions))
 
     def recv(self) -> Any:
         return self._group.recv(self._slot)

@@ -180,6 +180,23 @@ def test_a_worker_used_alone_matches_the_reference(references):
         close_all(workers)
 
 
+def test_a_worker_sent_again_before_the_others_are_read_gets_its_own_replies():
+    """The reference's loop, except that Worker 0 gets its next command before the others'
+    replies are read: that command waits in its process's frame (the others have none) and
+    goes out at the next recv() of any Worker; every reply is its Worker's own."""
+    workers = counter_workers(4, WorkerGroup(num_processes=2))  # process 0: Workers 0, 1
+    step_all(workers, [0] * 4)
+    for w, action in zip(workers, [1, 2, 3, 0]):
+        w.child.send(("step", action))
+    first = workers[0].child.recv()
+    workers[0].child.send(("step", 2))
+    replies = [first] + [w.child.recv() for w in workers[1:]] + [workers[0].child.recv()]
+    assert [divmod(int(r[1]), NUM_ACTIONS) for r in replies] == [
+        (2, 1), (2, 2), (2, 3), (2, 0), (3, 2)]
+    assert [int(r[0][0, 0, 0]) for r in replies] == [2, 2, 2, 2, 3]
+    close_all(workers)
+
+
 # --------------------------------------------------------------------------- per Worker
 def test_closing_one_worker_leaves_the_others_running():
     workers = counter_workers(4, WorkerGroup(num_processes=2))  # process 0: Workers 0, 1
