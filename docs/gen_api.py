@@ -56,6 +56,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str, tuple[str, ...]]]]] = [
         ("shmenv.sb3", "ShmSB3VecEnv", ("reset", "step_async", "step_wait", "close",
                                         "get_attr", "set_attr", "env_method",
                                         "env_is_wrapped")),
+        ("shmenv.sb3", "FrameStackWarning", ()),
     ]),
     ("Command-line tools as functions", [
         ("shmenv.record", "record", ()),
