@@ -10,7 +10,13 @@ other load), each as a ratio to the defaults of the same run.
 ``writable obs`` hands out the shared block's writable array instead of its read-only
 view (what shmenv did before views became read-only), to measure that flag's cost.
 
+``--zero-cost`` runs the variants that touch the coordination path (the read-only view,
+``copy``, ``reward_clip``) on :class:`shmenv.fakegames.NullGame` instead: with no emulation
+in the way (and its noise), what is left per env-step is the vector env's own work, as in
+``shmenv bench coordination``.
+
     python bench/option_costs.py [--rounds 3] [--seconds 3] [--num-envs 8] [--game Breakout]
+    python bench/option_costs.py --zero-cost --num-envs 32
 """
 
 from __future__ import annotations
@@ -35,10 +41,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+# The variants a zero-cost game can show: the others change only the emulation.
+COORDINATION = ("defaults (read-only obs view)", "writable obs", "copy=True",
+                "reward_clip=True")
+
+
 def measure(game: str, num_envs: int, seconds: float, warmup: float, seed: int,
-            options: dict[str, Any] | None = None, writable_obs: bool = False) -> dict:
+            options: dict[str, Any] | None = None, writable_obs: bool = False,
+            zero_cost: bool = False) -> dict:
     """One variant, inside the measurement subprocess."""
     from shmenv.benchmarks.contenders import measure_shmenv
+
+    if zero_cost:
+        from shmenv.fakegames import NullGame
+
+        options = {**(options or {}), "game_factory": NullGame}
 
     if writable_obs:
         from shmenv.block import SharedBlock
@@ -61,15 +78,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=47)
+    parser.add_argument("--zero-cost", action="store_true",
+                        help="the coordination-path variants on a zero-cost game")
     args = parser.parse_args()
     # The measurement subprocesses import this file as ``option_costs``.
     here = str(Path(__file__).resolve().parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
     params = {"game": args.game, "num_envs": args.num_envs, "seconds": args.seconds,
-              "warmup": args.warmup, "seed": args.seed}
-    jobs = [Job(name, name, "option_costs:measure", {**params, **variant})
-            for name, variant in VARIANTS.items()]
+              "warmup": args.warmup, "seed": args.seed, "zero_cost": args.zero_cost}
+    names = COORDINATION if args.zero_cost else tuple(VARIANTS)
+    jobs = [Job(name, name, "option_costs:measure", {**params, **VARIANTS[name]})
+            for name in names]
     measured = run_rounds(jobs, args.rounds, show_progress=sys.stderr.isatty(),
                           title="option costs")
     for name, error in measured.failures.items():
@@ -78,19 +98,20 @@ def main() -> None:
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in measured.results[name])
 
-    base = next(iter(VARIANTS))
-    print(f"{args.game}, {args.num_envs} envs, {args.rounds} rounds x {args.seconds:g} s "
+    base = names[0]
+    game = "zero-cost game" if args.zero_cost else args.game
+    print(f"{game}, {args.num_envs} envs, {args.rounds} rounds x {args.seconds:g} s "
           f"(medians; ratio to the defaults of this run)")
     print("| variant | env-steps/s | × defaults | main CPU µs/step | all CPU µs/step "
           "| × defaults | env-steps/s per round |")
     print("|---|---|---|---|---|---|---|")
-    for name in VARIANTS:
+    for name in names:
         if name in measured.failures or not measured.results[name]:
             continue
         sps, cpu = median(name, "steps_per_s"), median(name, "total_cpu_us_per_step")
         runs = ", ".join(f"{r['steps_per_s']:,.0f}" for r in measured.results[name])
         print(f"| {name} | {sps:,.0f} | {sps / median(base, 'steps_per_s'):.2f} "
-              f"| {median(name, 'cpu_us_per_step'):.0f} | {cpu:,.0f} "
+              f"| {median(name, 'cpu_us_per_step'):.1f} | {cpu:,.1f} "
               f"| {cpu / median(base, 'total_cpu_us_per_step'):.2f} | {runs} |")
 
 
