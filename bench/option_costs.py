@@ -17,6 +17,7 @@ in the way (and its noise), what is left per env-step is the vector env's own wo
 
     python bench/option_costs.py [--rounds 3] [--seconds 3] [--num-envs 8] [--game Breakout]
     python bench/option_costs.py --zero-cost --num-envs 32
+    python bench/option_costs.py --only reward_clip --rounds 8   # one option, more rounds
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=47)
     parser.add_argument("--zero-cost", action="store_true",
                         help="the coordination-path variants on a zero-cost game")
+    parser.add_argument("--only", metavar="A,B,...",
+                        help="only the variants whose names start with these (the defaults "
+                             "always run): e.g. --only reward_clip,writable")
     args = parser.parse_args()
     # The measurement subprocesses import this file as ``option_costs``.
     here = str(Path(__file__).resolve().parent)
@@ -88,6 +92,9 @@ def main() -> None:
     params = {"game": args.game, "num_envs": args.num_envs, "seconds": args.seconds,
               "warmup": args.warmup, "seed": args.seed, "zero_cost": args.zero_cost}
     names = COORDINATION if args.zero_cost else tuple(VARIANTS)
+    if args.only:
+        wanted = tuple(w.strip() for w in args.only.split(",") if w.strip())
+        names = (names[0], *(n for n in names[1:] if n.startswith(wanted)))
     jobs = [Job(name, name, "option_costs:measure", {**params, **VARIANTS[name]})
             for name in names]
     measured = run_rounds(jobs, args.rounds, show_progress=sys.stderr.isatty(),
