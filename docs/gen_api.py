@@ -61,6 +61,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str, tuple[str, ...]]]]] = [
                                         "get_attr", "set_attr", "env_method",
                                         "env_is_wrapped")),
         ("shmenv.sb3", "SubprocVecEnv", ("set_attr", "env_method", "env_is_wrapped")),
+        ("shmenv.sb3", "FrameStackWarning", ()),
     ]),
     ("Command-line tools as functions", [
         ("shmenv.record", "record", ()),

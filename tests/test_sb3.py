@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
+import gymnasium
 import numpy as np
 import pytest
+from ale_py.env import AtariEnv
 
 torch = pytest.importorskip("torch",
                             reason="the SB3 adapter needs torch (pip install torch==2.13.0)")
@@ -11,12 +15,22 @@ pytest.importorskip("stable_baselines3",
                     reason="the SB3 adapter needs stable-baselines3 (pip install '.[sb3]')")
 
 from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
 from stable_baselines3.common.monitor import Monitor  # noqa: E402
+from stable_baselines3.common.preprocessing import (  # noqa: E402
+    is_image_space,
+    is_image_space_channels_first,
+)
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor  # noqa: E402
-from stable_baselines3.common.vec_env import VecEnvWrapper  # noqa: E402
+from stable_baselines3.common.vec_env import (  # noqa: E402
+    VecEnvWrapper,
+    VecFrameStack,
+    VecTransposeImage,
+    is_vecenv_wrapped,
+)
 
 import shmenv  # noqa: E402
-from shmenv.sb3 import ShmSB3VecEnv, make_vec_env  # noqa: E402
+from shmenv.sb3 import FrameStackWarning, ShmSB3VecEnv, make_vec_env  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("no_leaked_segments")
 
@@ -181,3 +195,164 @@ def test_adapter_seeding_attributes_and_errors():
             ShmSB3VecEnv(next_step)
     finally:
         next_step.close()
+
+
+# ----------------------------------------------------------------- SB3's own wrappers
+def test_vec_frame_stack_over_stacked_frames_warns_once():
+    """SB3's VecFrameStack over shmenv's (4, 84, 84) stacks gives 16 channels of 7 frames:
+    the adapter says so when the wrapper's reset reaches it, through other wrappers too."""
+    env = make_vec_env("Breakout", 2, seed=0, num_workers=1)
+    try:
+        stacked = VecFrameStack(Recorder(env), 4)
+        with pytest.warns(FrameStackWarning, match=r"\(16, 84, 84\).*7 distinct frames"):
+            obs = stacked.reset()
+        assert obs.shape == (2, 16, 84, 84)  # SB3's own result, as the warning says
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            stacked.reset()  # once per env is enough
+            env.reset()  # a direct call has no wrapper to warn about
+    finally:
+        env.close()
+
+
+def test_vec_frame_stack_over_single_frames_is_shmenvs_stack():
+    """stack=1 + VecFrameStack(env, 4) is the supported way to let SB3 stack: no warning,
+    and once SB3's zero-filled start has scrolled out (SB3 starts a stack with zeros,
+    shmenv repeats the first frame) its stacks are shmenv's own stack=4 stacks."""
+    actions = np.random.default_rng(1).integers(0, 4, size=(40, 2))
+    single = VecFrameStack(make_vec_env("Breakout", 2, seed=5, num_workers=1, stack=1), 4)
+    own = make_vec_env("Breakout", 2, seed=5, num_workers=1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            obs = single.reset()
+        own_obs = own.reset()
+        assert (obs[:, :3] == 0).all()
+        np.testing.assert_array_equal(obs[:, 3], own_obs[:, 3])
+        since_done = np.zeros(2, dtype=int)
+        for row in actions:
+            obs, rewards, dones, _ = single.step(row)
+            own_obs, own_rewards, own_dones, _ = own.step(row)
+            np.testing.assert_array_equal(rewards, own_rewards)
+            np.testing.assert_array_equal(dones, own_dones)
+            since_done = np.where(dones, 0, since_done + 1)
+            full = since_done >= 3  # SB3's stack holds no zeros any more
+            np.testing.assert_array_equal(obs[full], own_obs[full])
+        assert full.any()
+    finally:
+        single.close()
+        own.close()
+    last_axis = make_vec_env("Breakout", 1, seed=0, num_workers=1, stack=1)
+    try:
+        with pytest.warns(FrameStackWarning, match="channel-first"):
+            VecFrameStack(last_axis, 4, channels_order="last").reset()
+    finally:
+        last_axis.close()
+
+
+@pytest.mark.parametrize("options,shape", [({}, (4, 84, 84)),
+                                           ({"gray_scale": False}, (12, 84, 84)),
+                                           ({"size": (100, 72), "stack": 2}, (2, 100, 72))])
+def test_observations_are_channel_first_for_sb3_and_need_no_transpose(options, shape):
+    """SB3 reads shmenv's observations as channel-first images: its algorithms add no
+    VecTransposeImage, and adding one by hand fails SB3's own channel-last check."""
+    env = make_vec_env("Breakout", 1, seed=0, num_workers=1, **options)
+    try:
+        assert env.observation_space.shape == shape
+        assert is_image_space(env.observation_space)
+        assert is_image_space_channels_first(env.observation_space)
+        with pytest.raises(AssertionError, match="channel last"):
+            VecTransposeImage(env)
+        passthrough = VecTransposeImage(env, skip=True)
+        assert passthrough.observation_space.shape == shape
+        model_env = PPO("CnnPolicy", env, n_steps=8, batch_size=8, device="cpu").get_env()
+        assert model_env is not None and not is_vecenv_wrapped(model_env, VecTransposeImage)
+    finally:
+        env.close()
+
+
+# ----------------------------------------------------------------- SB3's VecEnv API
+def test_get_attr_env_method_spec_and_lives():
+    env = make_vec_env("Breakout", 2, seed=7, num_workers=1, on_life_loss="end_episode",
+                       noop_max=30)
+    wrapped = Recorder(env)  # SB3's wrappers forward these calls: use them through one
+    try:
+        meanings = AtariEnv("breakout").get_action_meanings()  # gymnasium's Atari env
+        assert meanings == ["NOOP", "FIRE", "RIGHT", "LEFT"]
+        assert wrapped.env_method("get_action_meanings") == [meanings, meanings]
+        assert wrapped.env_method("get_action_meanings", indices=1) == [meanings]
+        assert wrapped.env_method("get_wrapper_attr", "noop_max") == [30, 30]
+        with pytest.raises(AttributeError, match="get_action_meanings"):
+            wrapped.env_method("reset")
+        assert wrapped.has_attr("lives") and wrapped.has_attr("spec")
+        assert not wrapped.has_attr("ale")
+        assert wrapped.get_attr("on_life_loss") == ["end_episode"] * 2
+        assert wrapped.get_attr("action_space")[0] == env.action_space
+
+        # spec: gymnasium rebuilds the same envs from it.
+        spec = wrapped.get_attr("spec", indices=[0])[0]
+        assert spec.id == "shmenv/breakout" and spec.kwargs["noop_max"] == 30
+        obs = wrapped.reset()
+        rebuilt = gymnasium.make_vec(spec, num_envs=2, seed=7)
+        try:
+            assert rebuilt.options == env.vector_env.options
+            np.testing.assert_array_equal(rebuilt.reset()[0], obs)
+        finally:
+            rebuilt.close()
+
+        # lives: each env's lives now; after a game over, the new game's.
+        assert wrapped.get_attr("lives") == [5, 5]
+        assert env.reset_infos == [{"lives": 5}, {"lives": 5}]
+        games = life_losses = 0
+        for row in np.random.default_rng(0).integers(0, 4, size=(1500, 2)):
+            _, _, dones, infos = wrapped.step(row)
+            lives = wrapped.get_attr("lives")
+            for i in range(2):
+                if dones[i] and infos[i]["lives"] == 0:
+                    games += 1
+                    assert lives[i] == 5
+                else:
+                    life_losses += int(dones[i])
+                    assert lives[i] == infos[i]["lives"]
+        assert games >= 1 and life_losses >= 4
+    finally:
+        env.close()
+
+
+def test_full_action_space_meanings_are_gymnasiums():
+    env = make_vec_env("Pong", 1, seed=0, num_workers=1, full_action_space=True)
+    try:
+        ale = AtariEnv("pong", full_action_space=True)
+        assert env.env_method("get_action_meanings")[0] == ale.get_action_meanings()
+        assert len(env.env_method("get_action_meanings")[0]) == 18
+    finally:
+        env.close()
+
+
+def test_evaluate_policy_counts_whole_games_under_end_episode():
+    """SB3's evaluate_policy trusts Monitor's "episode" over "done" (lost lives): with
+    on_life_loss="end_episode" it reports whole games, the sums of every reward between
+    two game overs, though each lost life ended an episode."""
+    env = Recorder(make_vec_env("Breakout", 2, seed=2, num_workers=1,
+                                on_life_loss="end_episode"))
+    rng = np.random.default_rng(4)
+
+    class RandomPolicy:
+        def predict(self, observation, state=None, episode_start=None, deterministic=False):
+            return rng.integers(0, 4, size=len(observation)), state
+
+    try:
+        returns, lengths = evaluate_policy(RandomPolicy(), env, n_eval_episodes=4,
+                                           return_episode_rewards=True)
+    finally:
+        env.close()
+    rewards, dones = np.stack(env.rewards), np.stack(env.dones)
+    lives = np.array([[info["lives"] for info in step] for step in env.infos])
+    games = []
+    for e in range(2):  # evaluate_policy counts each env's first two games
+        ends = np.flatnonzero(dones[:, e] & (lives[:, e] == 0))[:2]
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        games += [(float(rewards[s:t + 1, e].sum()), int(t + 1 - s))
+                  for s, t in zip(starts, ends)]
+    assert sorted(zip(returns, lengths)) == sorted(games)
+    assert len(games) == 4 and dones.sum() > 4 * 3  # every life lost ended an episode

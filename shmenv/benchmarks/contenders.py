@@ -95,12 +95,13 @@ def measure_ceiling(game: str, num_envs: int, seconds: float, warmup: float, see
 # ------------------------------------------------------------------ vector contenders
 def measure_shmenv(game: str, num_envs: int, seconds: float, warmup: float, seed: int,
                    maxpool: str | None = None, async_batch: bool = False,
-                   cpu_affinity: bool = False) -> dict:
+                   cpu_affinity: bool = False, options: dict[str, Any] | None = None) -> dict:
     """shmenv's vector env; ``maxpool`` None keeps its default (the labml design),
-    ``async_batch`` steps batches of half the envs with ``send``/``recv``."""
+    ``async_batch`` steps batches of half the envs with ``send``/``recv``; ``options``
+    are more keyword arguments of :func:`shmenv.make` (``copy``, game options)."""
     import shmenv
 
-    options: dict[str, Any] = {"cpu_affinity": cpu_affinity}
+    options = {**(options or {}), "cpu_affinity": cpu_affinity}
     if maxpool is not None:
         options["maxpool"] = maxpool
     batch = max(num_envs // 2, 1) if async_batch else num_envs
