@@ -158,8 +158,8 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, PoolOwnerMixin, VectorEnv):
         self._state = CallState()
         self._replies = Replies(self._pool)
         self._batches = ReadyBatches(self._pool, self._env_ranges, self.batch_size)
-        self._outputs = AnyOutputs(self._views, self.single_observation_space, self.num_envs,
-                                   copy)
+        self._outputs = AnyOutputs(self._views, self.single_observation_space,
+                                   self._env_ranges, copy)
         self._step_frame = command_frame(OP_STEP)
         self._step_frames = [self._step_frame] * self.num_workers
         self._relayed_frame = command_frame(OP_RELAYED_STEP)

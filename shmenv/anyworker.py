@@ -31,7 +31,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space, iterate
 
 from shmenv.affinity import pin_current_process
-from shmenv.anyinfos import pack_infos
+from shmenv.anyinfos import IN_BLOCK, InfoColumns, pack_infos
 from shmenv.anyrelay import OP_RELAYED_STEP, AnyRelay
 from shmenv.anyspaces import BlockPlan, BlockViews, obs_writer, select, snapshot
 from shmenv.block import BlockLayout, SharedBlock
@@ -180,6 +180,8 @@ class EnvRunner:
         self._rewards: list[Any] = [0.0] * count
         self._terminated: list[Any] = [False] * count
         self._truncated: list[Any] = [False] * count
+        self._infos: list[dict[str, Any]] = [{}] * count
+        self.info_columns = InfoColumns(views.infos, start, stop)
 
     # ------------------------------------------------------------------ the loop
     def serve(self, conn: Connection, relay: AnyRelay) -> None:
@@ -195,6 +197,10 @@ class EnvRunner:
             opcode = int.from_bytes(message[:4], "little")
             if opcode == OP_CLOSE:
                 return
+            if opcode != OP_STEP and opcode != OP_RELAYED_STEP:
+                # After a reset or resynchronization the main may have dropped the reply
+                # that told it the info columns' keys: tell them again.
+                self.info_columns.told = False
             relayed = None
             if opcode == OP_RELAYED_STEP:
                 relayed = relay.forward()
@@ -236,7 +242,7 @@ class EnvRunner:
         rewards, terminated, truncated = self._rewards, self._terminated, self._truncated
         next_step, same_step, start = self.next_step, self.same_step, self.start
         finals: list[tuple[int, Any, Any]] = []
-        infos: list[tuple[int, dict[str, Any]]] = []
+        infos = self._infos
         reward: Any
         failed: list[ErrorReport] = []
         for j, (env, action) in enumerate(zip(self.envs, actions, strict=True)):
@@ -257,8 +263,7 @@ class EnvRunner:
                 rewards[j] = reward
                 terminated[j] = term
                 truncated[j] = trunc
-                if info:
-                    infos.append((start + j, info))
+                infos[j] = info
             except Exception as exc:  # the other envs still step, as under gymnasium
                 failed.append(ErrorReport.from_exception(exc, self.spec.index, start + j))
         if failed:
@@ -266,13 +271,25 @@ class EnvRunner:
         self.rewards[:] = rewards
         self.terminated[:] = terminated
         self.truncated[:] = truncated
-        return self._reply(finals, infos)
+        return self._reply(finals, infos, columns=True)
 
-    def _reply(self, finals: list[tuple[int, Any, Any]],
-               infos: list[tuple[int, dict[str, Any]]]) -> bytes:
-        """The reply: empty, or one pickle of the packed infos (see shmenv.anyinfos) and,
-        for observations that do not fit the block, every observation of this worker."""
-        packed = pack_infos(finals, infos) if finals or infos else None
+    def _reply(self, finals: list[tuple[int, Any, Any]], infos: list[dict[str, Any]],
+               columns: bool = False) -> bytes:
+        """The reply (``infos``: every env's, in env order): empty when no env has an info;
+        :data:`IN_BLOCK` when a step's infos are all in the block's info columns (and the
+        main knows their keys); else one pickle of the packed infos (see
+        shmenv.anyinfos) and, for observations that do not fit the block, every
+        observation of this worker."""
+        block_keys = None
+        if columns and all(infos) and self.info_columns.write(infos):
+            if self.info_columns.told and not finals and self.obs_in_block:
+                return IN_BLOCK
+            block_keys, self.info_columns.told = self.info_columns.block_keys, True
+            listed = []
+        else:
+            listed = [(self.start + j, info) for j, info in enumerate(infos) if info]
+        packed = (pack_infos(finals, listed, block_keys)
+                  if finals or listed or block_keys else None)
         if not self.obs_in_block:
             return pickle.dumps((self.last_obs, packed), PICKLE_PROTOCOL)
         return b"" if packed is None else pickle.dumps(packed, PICKLE_PROTOCOL)
@@ -282,7 +299,7 @@ class EnvRunner:
               mask: Sequence[bool] | None) -> bytes:
         """Reset the envs ``mask`` selects (all if None); the others keep their state and
         observation, as gymnasium's ``reset_mask`` does."""
-        infos: list[tuple[int, dict[str, Any]]] = []
+        infos: list[dict[str, Any]] = [{}] * len(self.envs)
         for j, env in enumerate(self.envs):
             if mask is not None and not mask[j]:
                 continue
@@ -294,8 +311,7 @@ class EnvRunner:
             self.needs_reset[j] = False
             self.rewards[j] = 0.0  # what an async batch returns for a reset env
             self.terminated[j] = self.truncated[j] = False
-            if info:
-                infos.append((self.start + j, info))
+            infos[j] = info
         return self._reply([], infos)
 
     def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:

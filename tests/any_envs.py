@@ -98,6 +98,37 @@ class RichEnv(gym.Env):
         return np.full((4, 4, 3), self.t, dtype=np.uint8)
 
 
+class NumericInfoEnv(RichEnv):
+    """Infos of a few numbers every step, as MuJoCo's envs return them, with the changes a
+    worker's info columns must notice: an episode whose infos have one key more, a step
+    whose value is of another type, a reset whose info has other keys."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = super().reset(seed=seed, options=options)
+        return obs, {**info, "x": 0.0}
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, _info = super().step(action)
+        info: dict[str, Any] = {"x": reward, "n": self.t, "f": np.float32(self.t / 4)}
+        if self.t == 3:
+            info["n"] = float(self.t)  # the same key, another type
+        if self.resets % 3 == 0:
+            info["late"] = np.int16(self.resets)
+        return obs, reward, terminated, truncated, info
+
+
+def numeric_info_env(seed: int, **kwargs: Any):
+    """A :class:`NumericInfoEnv` function, seeded as :func:`rich_env`'s."""
+
+    def make() -> NumericInfoEnv:
+        env = NumericInfoEnv(**kwargs)
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+        return env
+
+    return make
+
+
 def rich_env(seed: int, **kwargs: Any):
     """An env function as gymnasium's tests write them: seeds the env when it is made."""
 
