@@ -41,8 +41,11 @@ class AnyOutputs:
         self.views = views
         self.ranges = [slice(start, stop) for start, stop in ranges]
         self._worker_of = {start: k for k, (start, _stop) in enumerate(ranges)}
-        # Each worker's info columns as its last reply with block_keys named them.
+        # Each worker's info columns as its last reply with block_keys named them, and
+        # those of every worker when they all name the same (else None).
         self._columns: list[list[tuple[str, np.ndarray]]] = [[] for _ in ranges]
+        self._block_keys: list[Any] = [None] * len(ranges)
+        self._same_columns: list[tuple[str, np.ndarray]] | None = None
         self.space = space
         self.num_envs = num_envs
         self.copy = copy
@@ -73,8 +76,10 @@ class AnyOutputs:
             obs = self.views.obs
             if self.copy:
                 obs = obs.copy() if isinstance(obs, np.ndarray) else deepcopy(obs)
+            if self._same_columns and payloads.count(IN_BLOCK) == len(payloads):
+                return obs, merger.copy_block(self._same_columns)  # MuJoCo's every step
             for k, payload in enumerate(payloads):
-                if payload == IN_BLOCK:  # one numpy copy per info column (the usual step)
+                if payload == IN_BLOCK:  # one numpy assignment per info column
                     merger.merge_block(infos, self._columns[k], ranges[k], ranges[k])
                 elif payload:
                     infos = self._merge(merger, infos, k, pickle.loads(payload), ranges[k])
@@ -132,5 +137,8 @@ class AnyOutputs:
             raw = self.views.infos
             self._columns[k] = [(key, column_view(raw, slot, np.dtype(dtype)))
                                 for slot, (key, dtype) in enumerate(block_keys)]
+            self._block_keys[k] = block_keys
+            same = self._block_keys.count(block_keys) == len(self._block_keys)
+            self._same_columns = self._columns[k] if same else None
             merger.merge_block(infos, self._columns[k], self.ranges[k], rows)
         return infos
