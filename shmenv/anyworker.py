@@ -26,6 +26,7 @@ from multiprocessing.connection import Connection
 from time import perf_counter
 from typing import Any, cast
 
+import numpy as np
 from gymnasium import Env, Space
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space, iterate
@@ -169,9 +170,17 @@ class EnvRunner:
         self.terminated = views.terminated[start:stop]
         self.truncated = views.truncated[start:stop]
         self.obs_in_block = views.obs is not None
-        self.last_obs: list[Any] = [None] * count  # pickled observations (and reset no-ops)
-        self.write_obs = (obs_writer(plan.observation_space, select(views.obs, start, stop))
+        # A step's observations: pickled from this list, or written into the block env by
+        # env; a flat float batch takes them all from the list in one numpy assignment
+        # (CartPole's 32: ~4.5 µs, where a write per env takes ~9.5).
+        self.last_obs: list[Any] = [None] * count
+        rows = select(views.obs, start, stop) if self.obs_in_block else None
+        self.write_obs = (obs_writer(plan.observation_space, rows)
                           if self.obs_in_block else self.last_obs.__setitem__)
+        self.obs_batch = (rows if isinstance(rows, np.ndarray) and rows.dtype.kind == "f"
+                          else None)
+        self.step_obs = (self.write_obs if self.obs_in_block and self.obs_batch is None
+                         else self.last_obs.__setitem__)
         self.needs_reset = [False] * count  # NEXT_STEP: this env's next step only resets
         mode = spec.autoreset_mode
         self.next_step = mode == AutoresetMode.NEXT_STEP
@@ -238,7 +247,7 @@ class EnvRunner:
             actions = iter(pickle.loads(message[4:]))
         else:
             actions = iterate(cast(Space, self.batch_action_space), snapshot(self.actions))
-        write_obs, needs_reset = self.write_obs, self.needs_reset
+        write_obs, needs_reset = self.step_obs, self.needs_reset
         rewards, terminated, truncated = self._rewards, self._terminated, self._truncated
         next_step, same_step, start = self.next_step, self.same_step, self.start
         finals: list[tuple[int, Any, Any]] = []
@@ -268,10 +277,29 @@ class EnvRunner:
                 failed.append(ErrorReport.from_exception(exc, self.spec.index, start + j))
         if failed:
             raise _EnvFailed(ErrorReport.combine(failed))
+        if self.obs_batch is not None:
+            self._write_obs_batch()
         self.rewards[:] = rewards
         self.terminated[:] = terminated
         self.truncated[:] = truncated
         return self._reply(finals, infos, columns=True)
+
+    def _write_obs_batch(self) -> None:
+        """The step's observations into the block at once; if that fails, env by env, so
+        that the error names every env whose observation does not fit."""
+        try:
+            self.obs_batch[:] = self.last_obs  # type: ignore[index]
+        except Exception:
+            failed = []
+            for j, obs in enumerate(self.last_obs):
+                try:
+                    self.write_obs(j, obs)
+                except Exception as exc:
+                    failed.append(ErrorReport.from_exception(exc, self.spec.index,
+                                                             self.start + j))
+            if not failed:
+                raise
+            raise _EnvFailed(ErrorReport.combine(failed)) from None
 
     def _reply(self, finals: list[tuple[int, Any, Any]], infos: list[dict[str, Any]],
                columns: bool = False) -> bytes:

@@ -92,7 +92,10 @@ class RichEnv(gym.Env):
             info["value"] = reward
             info["tag"] = f"t{self.t}"
             info["nested"] = {"arr": np.arange(3) * self.t, "flag": bool(self.t % 2)}
-        return self._observe(), reward, terminated, truncated, info
+        obs = self._observe()
+        if self.fail_in == "obs" and self.fail_at is not None and self.t >= self.fail_at:
+            obs = np.zeros(2, np.float32)  # not of the observation space's shape
+        return obs, reward, terminated, truncated, info
 
     def render(self) -> np.ndarray:
         return np.full((4, 4, 3), self.t, dtype=np.uint8)
