@@ -216,14 +216,17 @@ class ActionWriter:
         self.space = space
         self.views = views
         self.box = isinstance(space, spaces.Box)
+        self.flat = isinstance(views, np.ndarray)
 
     def __call__(self, actions: Any) -> bool:
+        views = self.views
+        # A batch that is already an array of the block's dtype and shape passes every
+        # check of write_actions: one copy (~1.1 µs for 64 Discrete actions, ~2.3 checked).
+        if (self.flat and type(actions) is np.ndarray and actions.dtype == views.dtype
+                and actions.shape == views.shape):
+            np.copyto(views, actions)
+            return True
         if self.box:
-            views = self.views
-            if (type(actions) is np.ndarray and actions.dtype == views.dtype
-                    and actions.shape == views.shape):
-                np.copyto(views, actions)
-                return True
             # Anything else goes to the envs as gymnasium's iterate gives it, unchecked
             # but for the count (gymnasium's own tests step Box envs with scalars).
             try:
