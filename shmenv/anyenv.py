@@ -3,8 +3,9 @@
 Each worker process builds and steps several envs (:mod:`shmenv.anyworker`); their
 observations, rewards and flags are written into one shared block laid out by gymnasium's
 own helpers (:mod:`shmenv.anyspaces`), so a step is one small message each way per worker
-and numpy copies in the main process. Infos travel pickled, and only those of the envs
-that returned a non-empty one.
+and numpy copies in the main process. Infos of the same few numbers every step (MuJoCo's)
+are columns in the block too; any other travel pickled, only those of the envs that
+returned a non-empty one (:mod:`shmenv.anyinfos`).
 
 Where the main's time goes per step (CartPole-v1 x 64 on 2 workers): checking and copying
 the actions into the block, one write and one ``readv`` per worker, four small array

@@ -4,15 +4,17 @@ The counterpart of :mod:`shmenv.worker` for any gymnasium env, started by the sa
 :class:`shmenv.pool.WorkerPool` and speaking the same framing (:mod:`shmenv.protocol`). Per
 step it gets one message (``OP_STEP``; the actions are already in the block) and sends one
 back. Observations, rewards and flags go into the block; the reply is empty unless some env
-returned a non-empty info (or, under ``SAME_STEP``, ended its episode), and then holds one
-pickle of only those envs' infos, packed by :func:`shmenv.anyinfos.pack_infos`. Spaces that
-do not fit the block travel pickled: the actions in the command, and every observation in
-the reply, one pickle of ``(observations, packed infos or None)``.
+returned a non-empty info (or, under ``SAME_STEP``, ended its episode). Infos of the same
+plain numbers in every env go into the block's info columns and the reply is one byte
+(:class:`shmenv.anyinfos.InfoColumns`); any other holds one pickle of only those envs'
+infos, packed by :func:`shmenv.anyinfos.pack_infos`. Spaces that do not fit the block
+travel pickled: the actions in the command, and every observation in the reply, one pickle
+of ``(observations, packed infos or None)``.
 
-Where the time goes (CartPole-v1, 32 envs per worker): ``env.step`` itself (~5 µs with
-gymnasium's wrappers) is most of it; per env the loop adds a bound-method call writing the
-observation into the block and three list stores, then one numpy copy per column writes the
-rewards and flags. Nothing is pickled while infos are empty.
+Where the time goes (CartPole-v1, 32 envs per worker): ``env.step`` itself (~5-9 µs with
+gymnasium's wrappers) is most of it; per env the loop adds ~0.4 µs (list stores of the
+observation, reward, flags and info), then one numpy assignment per batch writes the
+observations, rewards and flags. Nothing is pickled while infos are empty or steady.
 """
 
 from __future__ import annotations
