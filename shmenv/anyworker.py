@@ -311,11 +311,13 @@ class EnvRunner:
         shmenv.anyinfos) and, for observations that do not fit the block, every
         observation of this worker."""
         block_keys = None
-        if columns and all(infos) and self.info_columns.write(infos):
+        listed: list[tuple[int, dict[str, Any]]] = []
+        if not any(infos):  # CartPole's every step: nothing to list
+            pass
+        elif columns and all(infos) and self.info_columns.write(infos):
             if self.info_columns.told and not finals and self.obs_in_block:
                 return IN_BLOCK
             block_keys, self.info_columns.told = self.info_columns.block_keys, True
-            listed = []
         else:
             listed = [(self.start + j, info) for j, info in enumerate(infos) if info]
         packed = (pack_infos(finals, listed, block_keys)
