@@ -122,21 +122,14 @@ class NumericInfoEnv(RichEnv):
 
 def numeric_info_env(seed: int, **kwargs: Any):
     """A :class:`NumericInfoEnv` function, seeded as :func:`rich_env`'s."""
-
-    def make() -> NumericInfoEnv:
-        env = NumericInfoEnv(**kwargs)
-        env.reset(seed=seed)
-        env.action_space.seed(seed)
-        return env
-
-    return make
+    return rich_env(seed, env_class=NumericInfoEnv, **kwargs)
 
 
-def rich_env(seed: int, **kwargs: Any):
+def rich_env(seed: int, env_class: type[RichEnv] = RichEnv, **kwargs: Any):
     """An env function as gymnasium's tests write them: seeds the env when it is made."""
 
     def make() -> RichEnv:
-        env = RichEnv(**kwargs)
+        env = env_class(**kwargs)
         env.reset(seed=seed)
         env.action_space.seed(seed)
         return env
