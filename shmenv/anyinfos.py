@@ -81,8 +81,11 @@ def _column_type(value: Any) -> type | None:
     """The type a block column may hold ``value`` as (gymnasium batches it as that dtype),
     or None: not a plain number, or wider than a column's 8 bytes."""
     kind = type(value)
-    if kind in PLAIN_TYPES or (issubclass(kind, np.number) and kind().itemsize <= 8):
+    if kind in PLAIN_TYPES:
         return kind
+    if issubclass(kind, np.number):  # not timedelta64 (a number whose unit is its dtype's)
+        dtype = np.dtype(kind)
+        return kind if dtype.kind in "biufc" and dtype.itemsize <= 8 else None
     return None
 
 

@@ -206,7 +206,8 @@ def test_packed_infos_merge_exactly_as_gymnasium():
 def test_info_columns_take_steady_numbers_only():
     """A worker's infos go into the block's info columns when every env has the same keys
     with one plain-number type per key; the main's copy equals _add_info's merge. Anything
-    else (another type, a missing key, np.bool_, more keys than columns) stays pickled."""
+    else (another type, a missing key, np.bool_, timedelta64, more keys than columns) stays
+    pickled."""
     from shmenv.anyinfos import INFO_SLOTS, InfoColumns, InfoMerger, column_view
 
     raw = np.zeros((INFO_SLOTS, 8 * 4), np.uint8)
@@ -227,6 +228,7 @@ def test_info_columns_take_steady_numbers_only():
     assert not columns.write([*infos[:2], {**infos[2], "n": 3.0}])
     assert not columns.write([*infos[:2], {"x": 1.0, "n": 1, "f": np.float32(1)}])
     assert not columns.write([{"flag": np.bool_(True)}] * 3)
+    assert not columns.write([{"wait": np.timedelta64(1, "s")}] * 3)
     assert not columns.write([{f"k{i}": i for i in range(INFO_SLOTS + 1)}] * 3)
     assert columns.write([{"y": 1}] * 3) and columns.block_keys == (("y", "<i8"),)
 
