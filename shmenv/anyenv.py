@@ -3,8 +3,9 @@
 Each worker process builds and steps several envs (:mod:`shmenv.anyworker`); their
 observations, rewards and flags are written into one shared block laid out by gymnasium's
 own helpers (:mod:`shmenv.anyspaces`), so a step is one small message each way per worker
-and numpy copies in the main process. Infos travel pickled, and only those of the envs
-that returned a non-empty one.
+and numpy copies in the main process. Infos of the same few numbers every step (MuJoCo's)
+are columns in the block too; any other travel pickled, only those of the envs that
+returned a non-empty one (:mod:`shmenv.anyinfos`).
 
 Where the main's time goes per step (CartPole-v1 x 64 on 2 workers): checking and copying
 the actions into the block, one write and one ``readv`` per worker, four small array
@@ -158,8 +159,8 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, PoolOwnerMixin, VectorEnv):
         self._state = CallState()
         self._replies = Replies(self._pool)
         self._batches = ReadyBatches(self._pool, self._env_ranges, self.batch_size)
-        self._outputs = AnyOutputs(self._views, self.single_observation_space, self.num_envs,
-                                   copy)
+        self._outputs = AnyOutputs(self._views, self.single_observation_space,
+                                   self._env_ranges, copy)
         self._step_frame = command_frame(OP_STEP)
         self._step_frames = [self._step_frame] * self.num_workers
         self._relayed_frame = command_frame(OP_RELAYED_STEP)

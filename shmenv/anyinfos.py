@@ -19,6 +19,14 @@ and the main merges them with one numpy assignment per column and ``_add_info`` 
 rest. The result equals gymnasium's: workers hold consecutive envs and are merged in order,
 a key is either a column or in ``rest`` within one worker, so the first env that has a key
 still decides its dtype, and ``final_obs``/``final_info`` keys never meet the others.
+
+Most envs that have infos return the same few numbers every step (MuJoCo's positions and
+reward terms): those skip the pickle both ways. A worker whose every env returned an info
+with the same keys, each value of one plain-number type per key, writes them into its rows
+of the block's info columns (:class:`InfoColumns`, one column per key, learned from the
+first such step and told to the main once, as ``block_keys``); its reply is then the one
+byte :data:`IN_BLOCK`, and the main copies each column's rows with one numpy assignment
+(:meth:`InfoMerger.merge_block`), as it would the same values from a pickled column.
 """
 
 from __future__ import annotations
@@ -29,13 +37,17 @@ import numpy as np
 from gymnasium.vector import VectorEnv
 
 PLAIN_TYPES = (int, float, bool)
+INFO_SLOTS = 16  # the block's info columns: at most this many keys skip the pickle
+IN_BLOCK = b"\x01"  # a worker's whole reply when its infos are all in the block's columns
+BlockKeys = tuple[tuple[str, str], ...]  # (key, dtype) of each info column, in slot order
 Packed = tuple[list[tuple[int, Any, Any]], dict[str, tuple[list[int], str, list[Any]]],
-               list[tuple[int, dict[str, Any]]]]
+               list[tuple[int, dict[str, Any]]], BlockKeys | None]
 
 
-def pack_infos(finals: list[tuple[int, Any, Any]],
-               infos: list[tuple[int, dict[str, Any]]]) -> Packed:
-    """A worker's infos of one step (``infos``: ``(env, info)`` in env order, non-empty)."""
+def pack_infos(finals: list[tuple[int, Any, Any]], infos: list[tuple[int, dict[str, Any]]],
+               block_keys: BlockKeys | None = None) -> Packed:
+    """A worker's infos of one step (``infos``: ``(env, info)`` in env order; none if
+    ``block_keys`` says they are in the block's info columns)."""
     columns: dict[str, tuple[list[int], list[Any]]] = {}
     mixed: set[str] = set()
     for env, info in infos:
@@ -62,7 +74,76 @@ def pack_infos(finals: list[tuple[int, Any, Any]],
     for key, (envs, values) in columns.items():
         array = np.array(values, dtype=type(values[0]))
         packed[key] = (envs, array.dtype.str, array.tolist())
-    return finals, packed, rest
+    return finals, packed, rest, block_keys
+
+
+def _column_type(value: Any) -> type | None:
+    """The type a block column may hold ``value`` as (gymnasium batches it as that dtype),
+    or None: not a plain number, or wider than a column's 8 bytes."""
+    kind = type(value)
+    if kind in PLAIN_TYPES:
+        return kind
+    if issubclass(kind, np.number):  # not timedelta64 (a number whose unit is its dtype's)
+        dtype = np.dtype(kind)
+        return kind if dtype.kind in "biufc" and dtype.itemsize <= 8 else None
+    return None
+
+
+class InfoColumns:
+    """A worker's side of the block's info columns: its rows of each column (the block's
+    ``(INFO_SLOTS, 8 * num_envs)`` bytes ``raw``) and the keys they hold."""
+
+    def __init__(self, raw: np.ndarray, start: int, stop: int) -> None:
+        self.raw, self.start, self.stop = raw, start, stop
+        self.keys: tuple[str, ...] = ()
+        self.types: tuple[type, ...] = ()
+        self.pairs: tuple[tuple[str, type], ...] = ()
+        self.columns: list[np.ndarray] = []
+        self.block_keys: BlockKeys = ()
+        self.told = False  # whether the main has these block_keys (else they go with them)
+
+    def write(self, infos: list[dict[str, Any]]) -> bool:
+        """Write one step's infos (one per env, in env order) into the columns, if each has
+        exactly the keys learned (else learned now from the first one) with their types."""
+        if not self._match(infos) and not (self._learn(infos[0]) and self._match(infos)):
+            return False
+        for key, column in zip(self.keys, self.columns):
+            column[:] = [info[key] for info in infos]
+        return True
+
+    def _match(self, infos: list[dict[str, Any]]) -> bool:
+        count, pairs = len(self.keys), self.pairs
+        if not count:
+            return False
+        for info in infos:
+            if len(info) != count:
+                return False
+            for key, kind in pairs:
+                if type(info.get(key)) is not kind:
+                    return False
+        return True
+
+    def _learn(self, info: dict[str, Any]) -> bool:
+        """Take ``info``'s keys and types as the columns' (False: it cannot be columns, or
+        already is, so the step that did not match stays pickled)."""
+        types = tuple(_column_type(value) for value in info.values())
+        keys = tuple(info)
+        if (not keys or len(keys) > INFO_SLOTS or None in types or "final_obs" in keys
+                or (keys, types) == (self.keys, self.types)):
+            return False
+        dtypes = [np.dtype(kind) for kind in types]  # type: ignore[arg-type]
+        self.keys, self.types = keys, types  # type: ignore[assignment]
+        self.pairs = tuple(zip(keys, types))  # type: ignore[arg-type]
+        self.columns = [column_view(self.raw, slot, dtype)[self.start:self.stop]
+                        for slot, dtype in enumerate(dtypes)]
+        self.block_keys = tuple((key, dtype.str) for key, dtype in zip(keys, dtypes))
+        self.told = False
+        return True
+
+
+def column_view(raw: np.ndarray, slot: int, dtype: np.dtype) -> np.ndarray:
+    """Info column ``slot`` of the block's info bytes, as ``num_envs`` values of ``dtype``."""
+    return raw[slot, :raw.shape[1] // 8 * dtype.itemsize].view(dtype)
 
 
 class InfoMerger:
@@ -73,12 +154,13 @@ class InfoMerger:
 
     def __init__(self, num_envs: int) -> None:
         self.num_envs = num_envs
+        self._all_true = np.ones(num_envs, dtype=np.bool_)
 
     def merge(self, infos: dict[str, Any], packed: Packed,
               position: dict[int, int] | None = None) -> dict[str, Any]:
         """Add one worker's packed infos; ``position`` maps an env to its row in a batch
         (None: the env index is the row)."""
-        finals, columns, rest = packed
+        finals, columns, rest, _block_keys = packed
         add = self._add_info
         for env, final_obs, final_info in finals:
             row = env if position is None else position[env]
@@ -87,14 +169,37 @@ class InfoMerger:
             rows: Any = envs if position is None else [position[env] for env in envs]
             if rows[-1] - rows[0] + 1 == len(rows):  # every env of a worker: a slice
                 rows = slice(rows[0], rows[-1] + 1)
-            array = infos.get(key)
-            if array is None:
-                array = infos[key] = np.zeros(self.num_envs, dtype=dtype)
-                mask = infos[f"_{key}"] = np.zeros(self.num_envs, dtype=np.bool_)
-            else:
-                mask = infos[f"_{key}"]
-            array[rows] = values
-            mask[rows] = True
+            self._assign(infos, key, dtype, rows, values)
         for env, info in rest:
             infos = add(infos, info, env if position is None else position[env])
         return infos
+
+    def copy_block(self, columns: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
+        """The infos of a step in which every worker sent the same info columns: a copy of
+        each whole column and an all-True mask (~5 µs for four columns, where a merge
+        worker by worker takes ~9 µs per worker)."""
+        infos = {}
+        for key, column in columns:
+            infos[key] = column.copy()
+            infos[f"_{key}"] = self._all_true.copy()
+        return infos
+
+    def merge_block(self, infos: dict[str, Any], columns: list[tuple[str, np.ndarray]],
+                    envs: slice, rows: slice) -> None:
+        """Add the info columns ``columns`` (``(key, column)``, a column as in the block)
+        of the envs ``envs``, which are the rows ``rows`` of this batch."""
+        for key, column in columns:
+            self._assign(infos, key, column.dtype, rows, column[envs])
+
+    def _assign(self, infos: dict[str, Any], key: str, dtype: Any, rows: Any,
+                values: Any) -> None:
+        """``infos[key][rows] = values`` and its mask, creating both as ``_add_info``
+        would for the first value (a batch of ``dtype``)."""
+        array = infos.get(key)
+        if array is None:
+            array = infos[key] = np.zeros(self.num_envs, dtype=dtype)
+            mask = infos[f"_{key}"] = np.zeros(self.num_envs, dtype=np.bool_)
+        else:
+            mask = infos[f"_{key}"]
+        array[rows] = values
+        mask[rows] = True

@@ -25,6 +25,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory
 
+from shmenv.anyinfos import INFO_SLOTS
+
 _ALIGN = 64
 BLOCK_LEAVES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
@@ -87,7 +89,8 @@ def _bind(structure: Any, extra: np.ndarray) -> Any:
 @dataclass(frozen=True)
 class BlockPlan:
     """The generic env's regions: every env's observation (if it fits the block), action
-    (likewise), reward (float64), terminated and truncated (bool). Built once in the main
+    (likewise), reward (float64), terminated and truncated (bool), and ``INFO_SLOTS``
+    info columns of 8 bytes per env (:class:`shmenv.anyinfos.InfoColumns`). Built once in the main
     process and sent to the workers, which map the same block."""
 
     num_envs: int
@@ -98,6 +101,7 @@ class BlockPlan:
     rewards: Region
     terminated: Region
     truncated: Region
+    infos: Region
     nbytes: int
 
     @classmethod
@@ -110,8 +114,9 @@ class BlockPlan:
                    if fits_block(action_space) else None)
         rewards, terminated, truncated = (ctx.Array("d", num_envs), ctx.Array("?", num_envs),
                                           ctx.Array("?", num_envs))
+        infos = ctx.Array("B", INFO_SLOTS * 8 * num_envs)
         return cls(num_envs, observation_space, action_space, obs, actions, rewards,
-                   terminated, truncated, max(ctx.offset, _ALIGN))
+                   terminated, truncated, infos, max(ctx.offset, _ALIGN))
 
     def views(self, extra: np.ndarray) -> BlockViews:
         """Numpy views of every region of the mapped block (``SharedBlock.extra``)."""
@@ -128,7 +133,8 @@ class BlockPlan:
         return BlockViews(read(self.observation_space, self.obs),
                           read(self.action_space, self.actions),
                           flat(self.rewards, np.float64), flat(self.terminated, np.bool_),
-                          flat(self.truncated, np.bool_))
+                          flat(self.truncated, np.bool_),
+                          flat(self.infos, np.uint8).reshape(INFO_SLOTS, 8 * n))
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,7 @@ class BlockViews:
     rewards: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
+    infos: np.ndarray  # the info columns' bytes, (INFO_SLOTS, 8 * num_envs)
 
 
 def select(views: Any, start: int, stop: int) -> Any:
@@ -209,14 +216,17 @@ class ActionWriter:
         self.space = space
         self.views = views
         self.box = isinstance(space, spaces.Box)
+        self.flat = isinstance(views, np.ndarray)
 
     def __call__(self, actions: Any) -> bool:
+        views = self.views
+        # A batch that is already an array of the block's dtype and shape passes every
+        # check of write_actions: one copy (~1.1 µs for 64 Discrete actions, ~2.3 checked).
+        if (self.flat and type(actions) is np.ndarray and actions.dtype == views.dtype
+                and actions.shape == views.shape):
+            np.copyto(views, actions)
+            return True
         if self.box:
-            views = self.views
-            if (type(actions) is np.ndarray and actions.dtype == views.dtype
-                    and actions.shape == views.shape):
-                np.copyto(views, actions)
-                return True
             # Anything else goes to the envs as gymnasium's iterate gives it, unchecked
             # but for the count (gymnasium's own tests step Box envs with scalars).
             try:

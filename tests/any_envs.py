@@ -92,17 +92,44 @@ class RichEnv(gym.Env):
             info["value"] = reward
             info["tag"] = f"t{self.t}"
             info["nested"] = {"arr": np.arange(3) * self.t, "flag": bool(self.t % 2)}
-        return self._observe(), reward, terminated, truncated, info
+        obs = self._observe()
+        if self.fail_in == "obs" and self.fail_at is not None and self.t >= self.fail_at:
+            obs = np.zeros(2, np.float32)  # not of the observation space's shape
+        return obs, reward, terminated, truncated, info
 
     def render(self) -> np.ndarray:
         return np.full((4, 4, 3), self.t, dtype=np.uint8)
 
 
-def rich_env(seed: int, **kwargs: Any):
+class NumericInfoEnv(RichEnv):
+    """Infos of a few numbers every step, as MuJoCo's envs return them, with the changes a
+    worker's info columns must notice: an episode whose infos have one key more, a step
+    whose value is of another type, a reset whose info has other keys."""
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = super().reset(seed=seed, options=options)
+        return obs, {**info, "x": 0.0}
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, _info = super().step(action)
+        info: dict[str, Any] = {"x": reward, "n": self.t, "f": np.float32(self.t / 4)}
+        if self.t == 3:
+            info["n"] = float(self.t)  # the same key, another type
+        if self.resets % 3 == 0:
+            info["late"] = np.int16(self.resets)
+        return obs, reward, terminated, truncated, info
+
+
+def numeric_info_env(seed: int, **kwargs: Any):
+    """A :class:`NumericInfoEnv` function, seeded as :func:`rich_env`'s."""
+    return rich_env(seed, env_class=NumericInfoEnv, **kwargs)
+
+
+def rich_env(seed: int, env_class: type[RichEnv] = RichEnv, **kwargs: Any):
     """An env function as gymnasium's tests write them: seeds the env when it is made."""
 
     def make() -> RichEnv:
-        env = RichEnv(**kwargs)
+        env = env_class(**kwargs)
         env.reset(seed=seed)
         env.action_space.seed(seed)
         return env

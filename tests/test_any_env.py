@@ -15,7 +15,7 @@ from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import shmenv
-from tests.any_envs import TEST_SPACES, CustomSpace, rich_env
+from tests.any_envs import TEST_SPACES, CustomSpace, numeric_info_env, rich_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -91,6 +91,17 @@ def test_cartpole_matches_sync_vector_env(mode, no_leaked_segments):
     """The real thing: CartPole-v1 made by gym.make, as gymnasium's own tests do."""
     fns = [lambda: gym.make("CartPole-v1") for _ in range(NUM_ENVS)]
     assert run_both(fns, 60, mode) > 5
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_numeric_infos_through_the_block_match_too(mode, no_leaked_segments):
+    """Infos of the same numbers every step travel in the block's info columns: equal to
+    SyncVectorEnv's while their keys and types hold and when they change (a new key, a
+    value of another type, a reset's info), relayed or not, observations pickled or not."""
+    fns = [numeric_info_env(i) for i in range(NUM_ENVS)]
+    assert run_both(fns, 40, mode) > 10
+    assert run_both(fns, 40, mode, num_workers=5, relay_fanout=2) > 10
+    assert run_both(fns, 40, mode, shared_memory=False, relay_fanout=0) > 10
 
 
 @pytest.mark.parametrize("fanout", [0, 2])
@@ -190,3 +201,34 @@ def test_packed_infos_merge_exactly_as_gymnasium():
         ours = merger.merge(ours, pack_infos([], infos))
     assert_same(ours, expected, "merged infos")
     assert ours["a"].dtype == np.int64 and ours["n"].dtype == np.float32
+
+
+def test_info_columns_take_steady_numbers_only():
+    """A worker's infos go into the block's info columns when every env has the same keys
+    with one plain-number type per key; the main's copy equals _add_info's merge. Anything
+    else (another type, a missing key, np.bool_, timedelta64, more keys than columns) stays
+    pickled."""
+    from shmenv.anyinfos import INFO_SLOTS, InfoColumns, InfoMerger, column_view
+
+    raw = np.zeros((INFO_SLOTS, 8 * 4), np.uint8)
+    columns = InfoColumns(raw, 1, 4)  # a worker of envs 1-3 out of 4
+    infos = [{"x": 0.5 * i, "n": i, "f": np.float32(i) / 3, "b": i % 2 == 0}
+             for i in range(1, 4)]
+    assert columns.write(infos)
+    assert columns.block_keys == (("x", "<f8"), ("n", "<i8"), ("f", "<f4"), ("b", "|b1"))
+    merger = InfoMerger(4)
+    ours: dict = {}
+    merger.merge_block(ours, [(key, column_view(raw, slot, np.dtype(dtype)))
+                              for slot, (key, dtype) in enumerate(columns.block_keys)],
+                       slice(1, 4), slice(1, 4))
+    expected: dict = {}
+    for env, info in enumerate(infos, start=1):
+        expected = merger._add_info(expected, info, env)
+    assert_same(ours, expected, "merged infos")
+    assert not columns.write([*infos[:2], {**infos[2], "n": 3.0}])
+    assert not columns.write([*infos[:2], {"x": 1.0, "n": 1, "f": np.float32(1)}])
+    assert not columns.write([{"flag": np.bool_(True)}] * 3)
+    assert not columns.write([{"wait": np.timedelta64(1, "s")}] * 3)
+    assert not columns.write([{f"k{i}": i for i in range(INFO_SLOTS + 1)}] * 3)
+    assert columns.write([{"y": 1}] * 3) and columns.block_keys == (("y", "<i8"),)
+

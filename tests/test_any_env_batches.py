@@ -13,7 +13,7 @@ from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import SyncVectorEnv
 
 import shmenv
-from tests.any_envs import TEST_SPACES, rich_env
+from tests.any_envs import TEST_SPACES, numeric_info_env, rich_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,14 +25,30 @@ def row(batch, index: int):
     return batch[index]
 
 
+def info_of(infos: dict, index: int) -> dict:
+    """One env's info out of batched infos (the keys its ``_key`` mask marks); numbers as
+    floats, since a batch's dtype is that of its first env's value, which depends on which
+    envs were batched together."""
+    def value_of(value):
+        if isinstance(value, dict):
+            return info_of(value, index)
+        if value.ndim == 1 and value.dtype.kind in "biuf":
+            return float(value[index])
+        return value[index]
+    return {key: value_of(value) for key, value in infos.items()
+            if key != "env_id" and not key.startswith("_") and infos[f"_{key}"][index]}
+
+
 def action_of(env: int, k: int) -> int:
     return (env * 7 + k * 3) % 3
 
 
-@pytest.mark.parametrize("space", ["box", "dict"])
-def test_each_env_follows_its_own_trajectory(space, no_leaked_segments):
+@pytest.mark.parametrize(("space", "make"), [("box", rich_env), ("dict", rich_env),
+                                             ("box", numeric_info_env)])
+def test_each_env_follows_its_own_trajectory(space, make, no_leaked_segments):
+    """Observations, rewards, flags and infos (numbers in the block's info columns too)."""
     num_envs, steps = 6, 12
-    fns = [rich_env(i, observation_space=TEST_SPACES[space]) for i in range(num_envs)]
+    fns = [make(i, observation_space=TEST_SPACES[space]) for i in range(num_envs)]
     trajectories: dict[int, list] = {env: [] for env in range(num_envs)}
     with shmenv.AsyncVectorEnv(fns, batch_size=2, num_workers=3) as envs:
         assert envs.worker_env_ranges == ((0, 2), (2, 4), (4, 6))
@@ -52,19 +68,21 @@ def test_each_env_follows_its_own_trajectory(space, no_leaked_segments):
             assert np.all(np.diff(ids) > 0) and len(ids) == 2
             for position, env in enumerate(ids.tolist()):
                 trajectories[env].append((row(obs, position), rewards[position],
-                                          terms[position], truncs[position]))
+                                          terms[position], truncs[position],
+                                          info_of(infos, position)))
                 counts[env] += 1
             envs.send(np.array([action_of(e, counts[e]) for e in ids]), ids)
         envs.recv()  # drain one batch; the rest is dropped by close()
     reference = SyncVectorEnv(fns)
     reference.reset(seed=5)
     for k in range(steps):
-        obs, rewards, terms, truncs, _ = reference.step(
+        obs, rewards, terms, truncs, infos = reference.step(
             np.array([action_of(e, k) for e in range(num_envs)]))
         for env in range(num_envs):
             ours = trajectories[env][k]
             assert data_equivalence(ours[0], row(obs, env), exact=True), (env, k)
             assert (ours[1], ours[2], ours[3]) == (rewards[env], terms[env], truncs[env])
+            assert data_equivalence(ours[4], info_of(infos, env), exact=True), (env, k)
     reference.close()
 
 

@@ -113,6 +113,20 @@ def test_an_env_that_raises_names_its_index_and_traceback(fail_in, no_leaked_seg
     envs.close()
 
 
+@pytest.mark.parametrize("space", ["box", "discrete"])
+def test_an_observation_that_does_not_fit_names_its_env(space, no_leaked_segments):
+    """An env whose observation has the wrong shape is named, as one that raises."""
+    fns = [rich_env(i, observation_space=TEST_SPACES[space], fail_in="obs",
+                    fail_at=2 if i in (1, 2) else None) for i in range(4)]
+    envs = shmenv.AsyncVectorEnv(fns, num_workers=1)
+    envs.reset(seed=0)
+    envs.step(np.zeros(4, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"env 2 raised ValueError(.|\n)*env\(s\) 1 raised "
+                                         "before it"):
+        envs.step(np.zeros(4, dtype=np.int64))
+    envs.close()
+
+
 def test_errors_deep_in_the_relay_tree_name_their_origin(no_leaked_segments):
     """5 workers, fan-out 2: worker 2 answers through worker 1 and worker 0."""
     fns = [rich_env(i, fail_at=3 if i == 2 else None) for i in range(5)]
