@@ -34,15 +34,18 @@ import select
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import wait as wait_connections
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 
-from shmenv.actions import check_actions, check_env_ids
+from shmenv.actions import check_actions
 from shmenv.all_envs import CommandFrames
+from shmenv.batch_envs import BatchEnvs
+from shmenv.outputs import StepOutput, StepOutputs
+from shmenv.planning import env_seeds
 from shmenv.pool import WorkerPool
-from shmenv.protocol import OP_STEP
+from shmenv.protocol import OP_RESEED, OP_RESET, OP_STEP
 
 
 class BatchState(enum.Enum):
@@ -77,13 +80,10 @@ class AsyncBatcher:
         self._num_actions = num_actions
         self._game = game
         num_workers = len(ranges)
-        self.num_envs = ranges[-1][1]
+        self.envs = BatchEnvs(ranges, frames.action_slots)
+        self.num_envs = self.envs.num_envs
         self.batch_size = batch_size
-        sizes = np.array([stop - start for start, stop in ranges])
-        self._worker_sizes = sizes
-        self._worker_of_env = np.repeat(np.arange(num_workers), sizes)
-        self._worker_env_ids = [np.arange(start, stop) for start, stop in ranges]
-        self._env_ids = np.arange(self.num_envs)
+        self._worker_sizes = sizes = self.envs.worker_sizes
         self._fd_worker = {fd: index for index, fd in enumerate(pool.fds)}
         self._batch_workers = (num_workers if batch_size == self.num_envs
                                else batch_size // int(sizes[0]))
@@ -93,11 +93,6 @@ class AsyncBatcher:
         self._workers_in_flight = 0
         self._chosen: list[int] = []  # workers picked by a recv(), oldest sends first
         self._unread: list[int] = []  # of those, the ones whose reply is not read yet
-        # The last recv()'s env ids (read-only) and workers: send(actions, those ids) skips
-        # re-deriving the workers, the common case of an envpool loop.
-        self._returned_ids: np.ndarray | None = None
-        self._returned_workers: list[int] = []
-        self._returned_slots: np.ndarray | None = None
         self._poller = select.poll() if hasattr(select, "poll") else None
         self._waiting: BatchState | None = None  # a step_async/reset_async in flight
 
@@ -178,13 +173,7 @@ class AsyncBatcher:
     # ------------------------------------------------------------------ send
     def send(self, actions: Any, env_ids: Any) -> None:
         """Start a step of whole workers' envs (see ``ShmVectorEnv.send``)."""
-        if env_ids is not None and env_ids is self._returned_ids:  # read-only: unchanged
-            ids = cast(np.ndarray, env_ids)
-            workers, slots = self._returned_workers, self._returned_slots
-        else:
-            ids = self._env_ids if env_ids is None else check_env_ids(env_ids, self.num_envs)
-            workers = whole_workers(ids, self._worker_of_env, self._worker_sizes, self._ranges)
-            slots = self._frames.action_slots[ids]
+        ids, workers, slots = self.envs.workers_of(env_ids)
         actions = check_actions(actions, len(ids), self._num_actions, self._game)
         busy = [w for w in workers if self._send_seq[w] >= 0]
         if busy:
@@ -240,18 +229,7 @@ class AsyncBatcher:
         self._workers_in_flight -= len(workers)
         self._chosen = []
         self._move()
-
-        first, last = workers[0], workers[-1]
-        if last - first + 1 == len(workers):  # adjacent workers: a view of the block
-            start, stop = self._ranges[first][0], self._ranges[last][1]
-            envs: slice | np.ndarray = slice(start, stop)
-            env_ids = self._env_ids[start:stop].copy()
-        else:
-            env_ids = envs = np.concatenate([self._worker_env_ids[w] for w in workers])
-        self._returned_slots = self._frames.action_slots[envs]
-        env_ids.flags.writeable = False  # so that send() can trust it by identity
-        self._returned_ids, self._returned_workers = env_ids, workers
-        return envs, env_ids
+        return self.envs.envs_of(workers)
 
     def _choose_ready_workers(self, timeout: float | None) -> None:
         """Pick ready workers until they make a batch; oldest sends first. Resumable: an
@@ -316,17 +294,50 @@ class AsyncBatcher:
         self._pool.unread_replies = True
 
 
-def whole_workers(ids: np.ndarray, worker_of_env: np.ndarray, worker_sizes: np.ndarray,
-                  ranges: Sequence[tuple[int, int]]) -> list[int]:
-    """The workers whose envs ``ids`` lists, which must be all of each one's envs
-    (``worker_of_env[i]``: env i's worker; ``worker_sizes[w]``: worker w's env count)."""
-    counts = np.bincount(worker_of_env[ids], minlength=len(ranges))
-    partial = np.flatnonzero((counts > 0) & (counts != worker_sizes))
-    if partial.size:
-        start, stop = ranges[partial[0]]
-        raise ValueError(
-            f"env_ids must list whole workers: envs {start}-{stop - 1} are stepped "
-            f"together by one worker, but only {counts[partial[0]]} of them were given. "
-            "Send exactly the env ids a recv() returned."
-        )
-    return np.flatnonzero(counts).tolist()
+
+class EnvpoolApiMixin:
+    """envpool's ``send``/``recv``/``async_reset`` for :class:`shmenv.ShmVectorEnv`, over its
+    :class:`AsyncBatcher` (what ``step(actions, env_ids)`` and an async-mode ``reset`` use).
+    """
+
+    num_envs: int
+    _batcher: AsyncBatcher
+    _outputs: StepOutputs
+    _seeds: list[int | None]
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def send(self, actions: Any, env_ids: Any = None) -> None:
+        """Start one step of the envs ``env_ids`` (all envs if None) with ``actions``.
+
+        ``actions[j]`` is for env ``env_ids[j]``. The ids must make up whole workers and none
+        may be in flight; passing back exactly the ``infos["env_id"]`` of a ``recv()`` always
+        does. Returns at once; collect the results with :meth:`recv`.
+        """
+        self._check_open()
+        self._batcher.send(actions, env_ids)
+
+    def recv(self) -> StepOutput:
+        """Wait for the first ``batch_size`` envs whose step (or reset) is done.
+
+        Returns ``(obs, rewards, terminations, truncations, infos)`` for those envs, sorted by
+        env id; ``infos["env_id"]`` says which they are. See :mod:`shmenv.batching` for when
+        ``obs`` is a view and when it is gathered.
+        """
+        self._check_open()
+        envs, env_ids = self._batcher.recv()
+        obs, rewards, terminations, truncations, infos = self._outputs.results(envs)
+        infos["env_id"] = env_ids
+        return obs, rewards, terminations, truncations, infos
+
+    def async_reset(self, *, seed: int | Sequence[int] | None = None) -> None:
+        """Reset every env without waiting; the reset envs come out of :meth:`recv`.
+
+        Results still in flight are dropped. ``seed`` works as in ``reset``.
+        """
+        self._check_open()
+        seeds = None if seed is None else env_seeds(seed, self.num_envs)
+        self._batcher.send_all(OP_RESET if seeds is None else OP_RESEED, seeds)
+        if seeds is not None:
+            self._seeds = seeds

@@ -4,7 +4,10 @@ The main process's whole job per step: validate the actions, send the workers on
 message, read one small reply, and turn the replies into numpy arrays. Per-env work in the
 main process is numpy over the batch, never a Python loop. Processes and pipes belong to
 :class:`shmenv.pool.WorkerPool`, commands to every env at once to
-:class:`shmenv.all_envs.AllEnvs`, async batches to :class:`shmenv.batching.AsyncBatcher`.
+:class:`shmenv.all_envs.AllEnvs`, async batches to :class:`shmenv.batching.AsyncBatcher`;
+the asynchronous APIs are mixins: envpool's ``send``/``recv``
+(:class:`shmenv.batching.EnvpoolApiMixin`) and gymnasium's ``*_async``/``*_wait`` pair
+(:class:`shmenv.async_pair.AsyncPairMixin`).
 """
 
 from __future__ import annotations
@@ -19,19 +22,19 @@ from gymnasium.vector.utils import batch_space
 
 from shmenv.actions import check_actions
 from shmenv.all_envs import AllEnvs
-from shmenv.batching import AsyncBatcher, BatchState
+from shmenv.async_pair import AsyncPairMixin
+from shmenv.batching import AsyncBatcher, EnvpoolApiMixin
 from shmenv.block import SharedBlock
 from shmenv.env_plan import EnvPlan
 from shmenv.errors import ClosedError
 from shmenv.game import GameFactory
 from shmenv.lifecycle import PoolOwnerMixin
 from shmenv.outputs import StepOutput, StepOutputs
-from shmenv.planning import DEFAULT_RELAY_FANOUT, check_timeout, env_seeds
+from shmenv.planning import DEFAULT_RELAY_FANOUT, env_seeds
 from shmenv.pool import WorkerPool, release
-from shmenv.protocol import OP_RESEED, OP_RESET
 
 
-class ShmVectorEnv(PoolOwnerMixin, VectorEnv):
+class ShmVectorEnv(EnvpoolApiMixin, AsyncPairMixin, PoolOwnerMixin, VectorEnv):
     """Many Atari games in worker processes, observations in one shared-memory block.
 
     Use :func:`shmenv.make` to build one. ``reset``/``step`` follow gymnasium's VectorEnv
@@ -62,7 +65,7 @@ class ShmVectorEnv(PoolOwnerMixin, VectorEnv):
 
     gymnasium's async pair is here too: ``step_async(actions)`` / ``step_wait(timeout)``
     and ``reset_async(seed, options)`` / ``reset_wait(timeout)``, with its
-    ``AlreadyPendingCallError`` and ``NoAsyncCallError``.
+    ``AlreadyPendingCallError`` and ``NoAsyncCallError`` (:mod:`shmenv.async_pair`).
 
     An env belongs to the process that created it: used from a forked child it raises
     :class:`shmenv.ForkedEnvError`, and the child's exit leaves the parent's workers
@@ -162,73 +165,6 @@ class ShmVectorEnv(PoolOwnerMixin, VectorEnv):
         self._pool.resynchronize()
         return self._all_envs.step(actions)
 
-    # ----------------------------------------------------------------- gymnasium's pair
-    def step_async(self, actions: Any) -> None:
-        """Send every env its action and return at once; :meth:`step_wait` collects the
-        results (gymnasium's ``AsyncVectorEnv`` contract).
-
-        Raises:
-            AlreadyPendingCallError: a ``step_async``/``reset_async`` is still waiting for
-                its ``*_wait`` (gymnasium's error), or async batches are in flight.
-            ClosedError: the env is closed (also a gymnasium ``ClosedEnvironmentError``).
-        """
-        self._check_open()
-        actions = check_actions(actions, self.num_envs, self._num_actions, self.game)
-        self._batcher.check_idle("step_async(actions)")
-        self._pool.resynchronize()
-        self._all_envs.send_step(actions)
-        self._batcher.start_call(BatchState.WAITING_STEP)
-
-    def step_wait(self, timeout: float | None = None) -> StepOutput:
-        """The results of the last :meth:`step_async`, as :meth:`step` returns them.
-
-        Args:
-            timeout: seconds to wait for every worker's reply; None: the env's own
-                ``timeout`` (by default none: wait as long as it takes).
-
-        Raises:
-            NoAsyncCallError: no ``step_async`` is pending (gymnasium's error).
-            WorkerTimeoutError: a worker did not answer in time; it is named, killed, and
-                the env closed (also the builtin and multiprocessing ``TimeoutError``).
-        """
-        self._check_open()
-        timeout = check_timeout(timeout)
-        self._batcher.finish_call(BatchState.WAITING_STEP)
-        return self._all_envs.read_step(self._pool.timeout if timeout is None else timeout)
-
-    def reset_async(self, seed: int | Sequence[int] | None = None,
-                    options: dict[str, Any] | None = None) -> None:
-        """Start resetting every env and return at once; :meth:`reset_wait` collects the
-        observations. ``seed`` as in :meth:`reset`; results of async batches still in
-        flight are dropped.
-
-        Raises:
-            AlreadyPendingCallError: a ``step_async``/``reset_async`` is still waiting for
-                its ``*_wait`` (gymnasium's error).
-        """
-        self._check_open()
-        if options:
-            raise ValueError(f"ShmVectorEnv.reset takes no options, got {sorted(options)}")
-        self._batcher.check_no_pending("reset_async()")
-        self._batcher.drop_in_flight()
-        self._send_reset(seed)
-        self._batcher.start_call(BatchState.WAITING_RESET)
-
-    def reset_wait(self, timeout: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Every env's ``(obs, infos)`` after the last :meth:`reset_async`.
-
-        Args:
-            timeout: as in :meth:`step_wait`.
-
-        Raises:
-            NoAsyncCallError: no ``reset_async`` is pending (gymnasium's error).
-            WorkerTimeoutError: as in :meth:`step_wait`.
-        """
-        self._check_open()
-        timeout = check_timeout(timeout)
-        self._batcher.finish_call(BatchState.WAITING_RESET)
-        return self._all_envs.read_reset(self._pool.timeout if timeout is None else timeout)
-
     # ----------------------------------------------------------------- reset
     def reset(
         self,
@@ -261,41 +197,6 @@ class ShmVectorEnv(PoolOwnerMixin, VectorEnv):
         """Send every worker a reset (or a reseed and its seeds)."""
         seeds = None if seed is None else env_seeds(seed, self.num_envs)
         self._all_envs.send_reset(seeds)
-        if seeds is not None:
-            self._seeds = seeds
-
-    # ----------------------------------------------------------------- async batches
-    def send(self, actions: Any, env_ids: Any = None) -> None:
-        """Start one step of the envs ``env_ids`` (all envs if None) with ``actions``.
-
-        ``actions[j]`` is for env ``env_ids[j]``. The ids must make up whole workers and none
-        may be in flight; passing back exactly the ``infos["env_id"]`` of a ``recv()`` always
-        does. Returns at once; collect the results with :meth:`recv`.
-        """
-        self._check_open()
-        self._batcher.send(actions, env_ids)
-
-    def recv(self) -> StepOutput:
-        """Wait for the first ``batch_size`` envs whose step (or reset) is done.
-
-        Returns ``(obs, rewards, terminations, truncations, infos)`` for those envs, sorted by
-        env id; ``infos["env_id"]`` says which they are. See :mod:`shmenv.batching` for when
-        ``obs`` is a view and when it is gathered.
-        """
-        self._check_open()
-        envs, env_ids = self._batcher.recv()
-        obs, rewards, terminations, truncations, infos = self._outputs.results(envs)
-        infos["env_id"] = env_ids
-        return obs, rewards, terminations, truncations, infos
-
-    def async_reset(self, *, seed: int | Sequence[int] | None = None) -> None:
-        """Reset every env without waiting; the reset envs come out of :meth:`recv`.
-
-        Results still in flight are dropped. ``seed`` works as in ``reset``.
-        """
-        self._check_open()
-        seeds = None if seed is None else env_seeds(seed, self.num_envs)
-        self._batcher.send_all(OP_RESET if seeds is None else OP_RESEED, seeds)
         if seeds is not None:
             self._seeds = seeds
 
