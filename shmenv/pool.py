@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import math
 import multiprocessing
-import select
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
 from shmenv.block import RECEIVED
 from shmenv.diagnosis import Diagnosis, FailureNotes, describe_envs
+from shmenv.failures import POOL_TIMEOUT, PoolFailures
 from shmenv.forking import ForkSafe
 from shmenv.planning import check_timeout
 from shmenv.processes import (
@@ -38,34 +36,30 @@ __all__ = ["FAILURE_GRACE_S", "RESYNC_TIMEOUT_S", "SHUTDOWN_TIMEOUT_S", "STARTUP
 STARTUP_TIMEOUT_S = 120.0
 RESYNC_TIMEOUT_S = 60.0  # without a timeout: a worker may be mid-reseed (~0.2 s per env)
 
-_POOL_TIMEOUT: Any = object()  # "use the pool's timeout" (None means no limit)
 _VECTOR_ENV_NOTES = FailureNotes()  # what a vector env's errors say became of it
 
 
-class WorkerPool(ForkSafe):
+class WorkerPool(PoolFailures, ForkSafe):
     """Worker processes and the main's ends of their pipes, as one object.
 
     It starts the workers (any start method), waits until each is ready, moves framed
-    commands and replies, resynchronizes the pipes after an interrupted call, names a dead
-    or failed worker in the error it raises, and stops everything. Errors stop every worker
-    first, then tell the owner (``on_failure``, held weakly) before raising.
+    commands and replies, resynchronizes the pipes after an interrupted call, and stops
+    everything. A worker that is late, dies or reports an error fails the whole pool, as
+    its base :class:`shmenv.failures.PoolFailures` says (``timeout``, ``on_failure``), in
+    words of :class:`shmenv.diagnosis.Diagnosis`.
 
     ``raw_pipes`` (default: where the platform has ``os.readv``) chooses the fast path that
     reads and writes multiprocessing's framing on the raw descriptors (see
     :mod:`shmenv.wire`); False uses ``Connection.send_bytes``/``recv_bytes_into``, which
     gives the same results.
 
-    ``timeout`` (seconds, None: no limit) bounds every wait for a reply after start-up:
-    a worker that does not answer in time is killed and named in a
-    :class:`WorkerTimeoutError`. Only then does a wait poll its descriptor first; without a
-    timeout, reads block in the kernel exactly as before. ``progress`` (the block's
-    per-worker relayed-step counters) lets a relayed step that hangs name the worker deep
-    in the tree that holds it up, instead of the root the main waits on.
+    ``progress`` (the block's per-worker relayed-step counters) lets a relayed step that
+    hangs name the worker deep in the tree that holds it up, instead of the root the main
+    waits on.
 
     Fork safety (:class:`shmenv.forking.ForkSafe`): the pool remembers the process that
     created it. In a forked child its finalizers are detached and :meth:`check_process`
     raises :class:`ForkedEnvError`, so the child never sends the parent's workers anything.
-    Its errors are worded by :class:`shmenv.diagnosis.Diagnosis`.
     """
 
     def __init__(self, specs: Sequence[PoolSpec], *,
@@ -79,31 +73,19 @@ class WorkerPool(ForkSafe):
         # relay_child_conns): the Atari worker, or the generic one (shmenv.anyworker).
         self._target = target
         self._daemon = daemon
-        self.timeout = check_timeout(timeout)
-        # Why the owner is closing the pool (None while open): a worker that exits while a
-        # call waits on it is then reported as ClosedError, not as a death.
-        self.closing: str | None = None
         self.progress = progress
         self.relayed_steps = 0  # relayed steps sent to worker 0 (see relay_laggards)
-        self._pollers: dict[int, Any] = {}
         self.raw_pipes = raw_pipes and RAW_PIPES
         self.conns: list[Connection] = []
         self.processes: list[BaseProcess] = []
         self.fds: list[int] = []
+        PoolFailures.__init__(self, Diagnosis(self.specs, self.processes, describe, notes),
+                              timeout, on_failure)
         ForkSafe.__init__(self, self.processes)
         # Set before a command goes out and cleared once every reply was read: if an
         # exception (Ctrl-C) lands anywhere in between, the next call sees it set.
         self.unread_replies = False
-        self.diagnosis = Diagnosis(self.specs, self.processes, describe, notes)
-        self._on_failure: weakref.WeakMethod | None = None
-        if on_failure is not None:
-            self.set_on_failure(on_failure)
         self._header = bytearray(4)
-
-    def set_on_failure(self, on_failure: Callable[[str], None]) -> None:
-        """Call the bound method ``on_failure(reason)`` (held weakly, so the pool never
-        keeps its owner alive) after a failure stopped the workers, before raising."""
-        self._on_failure = weakref.WeakMethod(on_failure)  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------- start-up
     def start(self, context: str | None = None) -> int:
@@ -135,10 +117,6 @@ class WorkerPool(ForkSafe):
                 raise self.diagnosis.failed_to_start(index, payload)
             num_actions = payload
         return num_actions
-
-    def describe(self, index: int) -> str:
-        """The worker as error messages name it (index, pid, envs)."""
-        return self.diagnosis.describe(index)
 
     # ----------------------------------------------------------------- messages
     def send_frame(self, index: int, frame: memoryview, when: str = "") -> None:
@@ -177,11 +155,11 @@ class WorkerPool(ForkSafe):
         for index, frame in enumerate(frames):
             self.send_frame(index, frame)
 
-    def read_from_all(self, views: Sequence[memoryview], timeout: Any = _POOL_TIMEOUT,
+    def read_from_all(self, views: Sequence[memoryview], timeout: Any = POOL_TIMEOUT,
                       when: str = "") -> None:
         """Read every worker's reply into its view, in worker order, within ``timeout``
         seconds in all (default: the pool's; None: no limit)."""
-        limit = self.timeout if timeout is _POOL_TIMEOUT else check_timeout(timeout)
+        limit = self.timeout if timeout is POOL_TIMEOUT else check_timeout(timeout)
         deadline = None if limit is None else time.monotonic() + limit
         for index, view in enumerate(views):
             if deadline is not None and not self._readable(index, deadline):
@@ -189,15 +167,6 @@ class WorkerPool(ForkSafe):
                                 if not self._readable(w, None)], limit, when)
             self.read_reply_into(index, view)
         self.unread_replies = False
-
-    def wait_for_reply(self, index: int, timeout: Any = _POOL_TIMEOUT,
-                       when: str = "") -> None:
-        """Return once worker ``index`` has a reply to read, or raise
-        :class:`WorkerTimeoutError` after ``timeout`` seconds (default: the pool's).
-        Without a limit it returns at once: the blocking read that follows waits."""
-        limit = self.timeout if timeout is _POOL_TIMEOUT else check_timeout(timeout)
-        if limit is not None and not self._readable(index, time.monotonic() + limit):
-            self.timed_out([index], limit, when)
 
     def send_relayed(self, frame: memoryview) -> None:
         """Send a relayed step to worker 0 (see :class:`shmenv.worker.Relay`)."""
@@ -208,9 +177,9 @@ class WorkerPool(ForkSafe):
         except OSError:
             self.worker_died(0)
 
-    def read_relayed(self, replies: memoryview, timeout: Any = _POOL_TIMEOUT) -> None:
+    def read_relayed(self, replies: memoryview, timeout: Any = POOL_TIMEOUT) -> None:
         """Read the whole tree's reply to a relayed step into ``replies`` (one ``readv``)."""
-        limit = self.timeout if timeout is _POOL_TIMEOUT else check_timeout(timeout)
+        limit = self.timeout if timeout is POOL_TIMEOUT else check_timeout(timeout)
         if limit is not None and not self._readable(0, time.monotonic() + limit):
             self.timed_out(self.relay_laggards(), limit, "in a step")
         try:
@@ -227,34 +196,10 @@ class WorkerPool(ForkSafe):
         self.send_relayed(frame)
         self.read_relayed(replies)
 
-    # ----------------------------------------------------------------- timeouts
-    def _readable(self, index: int, deadline: float | None) -> bool:
-        """Whether worker ``index``'s pipe has something to read by ``deadline`` (a
-        ``time.monotonic()`` time; None: now, without waiting). Sleeps in ``poll``."""
-        left = 0.0 if deadline is None else max(deadline - time.monotonic(), 0.0)
-        poller = self._pollers.get(index)
-        if poller is None:
-            if not hasattr(select, "poll"):
-                return self.conns[index].poll(left)
-            poller = self._pollers[index] = select.poll()
-            poller.register(self.fds[index], select.POLLIN)
-        return bool(poller.poll(math.ceil(left * 1000)))
-
     def relay_laggards(self) -> list[int]:
         """The workers that hold up the relayed step in flight, wherever in the tree (see
         :meth:`shmenv.diagnosis.Diagnosis.relay_laggards`); worker 0 if unknown."""
         return self.diagnosis.relay_laggards(self.progress, self.relayed_steps)
-
-    def timed_out(self, workers: Sequence[int], waited: float | None, when: str = "",
-                  ) -> NoReturn:
-        """Kill ``workers`` (they did not answer within ``waited`` seconds), stop the rest
-        and raise :class:`WorkerTimeoutError` naming each one and its process state."""
-        self._raise_if_closing()
-        workers = list(workers) or [0]
-        error = self.diagnosis.timed_out(workers, waited, when)
-        for index in workers:
-            self.processes[index].kill()  # SIGKILL also ends a stopped process
-        self.fail(error)
 
     # ----------------------------------------------------------------- one worker alone
     # For an owner that handles each worker's failure on its own instead of failing the
@@ -287,32 +232,6 @@ class WorkerPool(ForkSafe):
         """Stop worker ``index`` alone (SIGKILL after ``grace_s``) and close its pipe."""
         stop_workers([self.conns[index]], [self.processes[index]], grace_s)
         self.conns[index].close()
-
-    # ----------------------------------------------------------------- failures
-    def _raise_if_closing(self) -> None:
-        """Another thread is closing the env: the worker it stopped did not fail."""
-        if self.closing is not None:
-            raise self.diagnosis.closed_while_waiting(self.closing)
-
-    def raise_error_reply(self, index: int, payload: bytes) -> NoReturn:
-        """Raise the error a worker sent instead of its reply (stopping every worker)."""
-        self._raise_if_closing()
-        self.fail(self.diagnosis.error_reply(index, payload))
-
-    def worker_died(self, index: int, when: str = "") -> NoReturn:
-        """Raise :class:`WorkerDiedError` for worker ``index`` (stopping every worker)."""
-        self._raise_if_closing()
-        self.fail(self.diagnosis.died(index, when))
-
-    def fail(self, error: Exception) -> NoReturn:
-        """Stop everything, then raise: the envs' state is lost with the failed worker, so
-        the others get a short grace period and are then killed (no polite 2 s wait)."""
-        self._raise_if_closing()
-        stop_workers(self.conns, self.processes, FAILURE_GRACE_S)
-        on_failure = self._on_failure() if self._on_failure is not None else None
-        if on_failure is not None:
-            on_failure(f"a worker failed: {error}".splitlines()[0])
-        raise error
 
     # ----------------------------------------------------------------- resync, stop
     def resynchronize(self) -> None:
