@@ -15,11 +15,11 @@ import os
 from typing import Any
 
 from shmenv.benchmarks import report
+from shmenv.benchmarks.goals import score
 from shmenv.benchmarks.throughput import (
     QUICK,
     Contender,
     contender_row,
-    goals,
     goals_table,
     measure_contenders,
     run_kind,
@@ -47,15 +47,6 @@ CONTENDERS: tuple[Contender, ...] = (
 )
 NAMES = tuple(c.name for c in CONTENDERS)
 
-# The must-hold ratios for any env (the ceiling one matters for envs heavier than CartPole,
-# where the work, not the coordination, should decide the rate).
-GOALS = (
-    ("shmenv / gymnasium Async (goal >= 10)", "shmenv", "gymnasium-async"),
-    ("shmenv / gymnasium Sync (goal >= 1.0)", "shmenv", "gymnasium-sync"),
-    ("shmenv / ceiling (goal >= 0.90 on a heavier env)", "shmenv", "ceiling"),
-    ("shmenv / SB3 SubprocVecEnv", "shmenv", "sb3"),
-    ("shmenv / envpool", "shmenv", "envpool"),
-)
 _BASES = ("ceiling", "gymnasium-async", "gymnasium-sync")
 _RATIOS = ("ratio_to_ceiling", "ratio_to_gymnasium-async", "ratio_to_gymnasium-sync",
            "cpu_ratio_to_ceiling")
@@ -126,8 +117,7 @@ def derive(result: dict) -> dict:
     """Fill in the summaries, ratios and goals from each contender's rounds (idempotent, so
     saved results can be re-derived); see :func:`shmenv.benchmarks.throughput.derive`."""
     results = summarize_contenders(result["contenders"], _BASES)
-    result["goals"] = goals(results, "steps_per_s", GOALS)
-    result["goals_cpu"] = goals(results, "steps_per_cpu_s", GOALS)
+    score(result, results, "anyenv")
     return result
 
 

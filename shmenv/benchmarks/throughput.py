@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shmenv.benchmarks import report
+from shmenv.benchmarks.goals import score
 from shmenv.benchmarks.harness import Job, run_rounds
 
 _MODULE = "shmenv.benchmarks.contenders"
@@ -153,8 +154,7 @@ def derive(result: dict) -> dict:
     and wake, as synchronous workers do, over pure CPU loops like the ceiling's).
     """
     results = summarize_contenders(result["contenders"], ("ceiling", "pipe", "shmenv"))
-    result["goals"] = goals(results, "steps_per_s")
-    result["goals_cpu"] = goals(results, "steps_per_cpu_s")
+    score(result, results, "throughput")
     return result
 
 
@@ -179,29 +179,6 @@ def summarize_contenders(entries: list[dict], bases: Sequence[str]) -> dict[str,
                 entry[f"cpu_ratio_to_{name}"] = (entry["steps_per_cpu_s"]
                                                  / base["steps_per_cpu_s"])
     return results
-
-
-GOALS = (
-    ("shmenv / ceiling (goal >= 0.90)", "shmenv", "ceiling"),
-    ("shmenv / pipe (goal >= 2.0)", "shmenv", "pipe"),
-    ("shmenv / gymnasium (goal >= 1.5)", "shmenv", "gymnasium"),
-    ("shmenv standard / envpool (goal >= 1.0)", "shmenv-standard", "envpool"),
-    ("drop-in Worker / pipe (goal >= 2.5)", "dropin", "pipe"),
-)
-
-
-def goals(results: dict[str, dict], key: str,
-          spec: Sequence[tuple[str, str, str]] = GOALS) -> dict[str, float | None]:
-    """The project's throughput goals as ratios of ``key`` (None when a contender was not run)."""
-    def value(name: str) -> float | None:
-        v = results.get(name, {}).get(key)
-        return v["median"] if isinstance(v, dict) else v
-
-    out = {}
-    for label, a, b in spec:
-        x, y = value(a), value(b)
-        out[label] = x / y if x and y else None
-    return out
 
 
 def run_kind(config: dict) -> str:
