@@ -24,6 +24,9 @@ way it is valid until those envs are sent new actions or the next ``recv()``; pa
 ``batch_size`` that are ready (``infos["env_id"]``); the others are still in flight and come
 out of the following ``recv()`` calls. ``async_reset()`` does the same without waiting.
 Replies still in flight when a reset starts are dropped.
+
+:class:`AsyncBatcher` holds the in-flight state; :class:`EnvpoolApiMixin` is the env's
+``send``/``recv``/``async_reset`` over it.
 """
 
 from __future__ import annotations
@@ -66,8 +69,9 @@ class AsyncBatcher:
     """The in-flight state of async batches and the rules that move it.
 
     It knows which workers were sent a command and when (for fairness), picks the workers a
-    ``recv()`` returns, and reads their replies into ``reply_views``. Turning replies into
-    outputs is the env's job.
+    ``recv()`` returns, and reads their replies into ``reply_views``. Which envs those
+    workers step is :class:`shmenv.batch_envs.BatchEnvs`'s (``envs``); turning replies into
+    outputs is the env's (:class:`EnvpoolApiMixin`).
     """
 
     def __init__(self, pool: WorkerPool, ranges: Sequence[tuple[int, int]],
