@@ -1,9 +1,10 @@
 """How a worker pool meets a worker that fails to answer: late, dead, or with an error report.
 
-Any of the three fails the whole pool: a late worker is killed, every other one gets a short
-grace period and is then killed too (the envs' state is lost with the failed worker), the
-owner is told, and the error :class:`shmenv.diagnosis.Diagnosis` words is raised. Which
-worker is late or dead, and when, is the pool's I/O's to notice; this is what follows.
+The pool's reads see a dead worker (EOF) or an error report; whether a worker is late is
+decided here, by deadlines on its replies. Any of the three fails the whole pool: the late
+workers are killed, every other one gets a short grace period and is then killed too (the
+envs' state is lost with the failed worker), the owner is told, and the error
+:class:`shmenv.diagnosis.Diagnosis` words is raised.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ class PoolFailures:
     worker that does not answer in time is killed and named in a
     :class:`WorkerTimeoutError`. Only then does a wait poll its descriptor first; without a
     timeout, reads block in the kernel. Errors stop every worker first, then tell the owner
-    (``on_failure``, held weakly) before raising.
-    While the owner closes the pool (``closing``, set from another thread), a worker that
-    goes away did not fail: the waiting call gets :class:`ClosedError`.
+    (``on_failure``, held weakly) before raising. While the owner closes the pool
+    (``closing``, set from another thread), a worker that goes away did not fail: the
+    waiting call gets :class:`ClosedError`.
     """
 
     # The pool's own lists, filled as the workers start.
