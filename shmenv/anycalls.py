@@ -15,7 +15,7 @@ import pickle
 import struct
 import time
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 from gymnasium import logger
@@ -60,6 +60,12 @@ class CallState:
     def begin(self, state: AsyncState) -> None:
         """A ``*_async`` sent its commands (the caller checked :meth:`check_idle`)."""
         self.state = state
+
+    def warn_if_pending(self) -> None:
+        """Warn, as gymnasium does, that ``close()`` abandons the pending call."""
+        if self.state is not AsyncState.DEFAULT:
+            logger.warn(f"Calling `close` while waiting for a pending call to "
+                        f"`{self.state.value}` to complete.")
 
     def end(self, state: AsyncState) -> None:
         """A ``*_wait`` is about to read its replies: ``NoAsyncCallError`` if its
@@ -160,8 +166,8 @@ class CallsMixin:
     num_envs: int
     _state: CallState
 
-    def _check_open(self) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the env's own (a stub here would shadow a base class's)
+        def _check_open(self) -> None: ...
 
     def _start_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Send ``name(*args, **kwargs)`` to every env and return at once."""

@@ -18,7 +18,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gymnasium import Env, Space, logger
+from gymnasium import Env, Space
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import (
     batch_space,
@@ -239,9 +239,8 @@ class AsyncVectorEnv(ResetMixin, BatchMixin, EnvCallsMixin, PoolOwnerMixin,  # t
     def close(self, **kwargs: Any) -> None:
         """Stop the workers and release the block (safe to call more than once)."""
         state = getattr(self, "_state", None)
-        if state is not None and state.pending and self._closed_reason is None:
-            logger.warn(f"Calling `close` while waiting for a pending call to "
-                        f"`{state.state.value}` to complete.")
+        if state is not None and self._closed_reason is None:
+            state.warn_if_pending()
         super().close(**kwargs)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
