@@ -31,8 +31,7 @@ class SubprocVecEnv(VecEnv):
     Each env's step is SB3's: ``dones = terminated | truncated``, a finished env's info is
     its last step's info plus ``"terminal_observation"`` and ``"TimeLimit.truncated"``, and
     its reset info goes to ``reset_infos``. Seeds and reset options are used once, per env,
-    as in SB3 (``seed(s)`` gives env i the seed ``s + i``); envs given different options
-    in one reset raise ValueError, because one vector reset carries one options dict.
+    as in SB3 (``seed(s)`` gives env i the seed ``s + i``).
     ``get_attr``, ``set_attr``, ``has_attr``, ``env_method`` and ``env_is_wrapped`` do in the
     workers what SB3's workers do, for the envs ``indices`` names: each env function is
     wrapped so that its env carries SB3's commands (an attribute, not a wrapper: stepping
@@ -50,11 +49,29 @@ class SubprocVecEnv(VecEnv):
                          self.vector_env.single_action_space)
 
     def reset(self) -> Any:
-        options = self._options
-        if any(o != options[0] for o in options):
-            raise ValueError(f"one reset gives every env the same options, got {options}")
-        obs, self.reset_infos = self._lists.reset(seed=list(self._seeds),  # type: ignore[arg-type]
-                                                  options=dict(options[0]) or None)
+        """Reset every env with its seed and options, as SB3 does. One vector reset carries
+        one options dict, so envs given different options reset in groups, one masked
+        vector reset per distinct options dict (``reset_mask``)."""
+        groups: list[tuple[dict[str, Any], list[int]]] = []
+        for i, options in enumerate(self._options):
+            group = next((g for g in groups if g[0] == options), None)
+            if group is None:
+                groups.append((options, [i]))
+            else:
+                group[1].append(i)
+        seeds: Any = list(self._seeds)
+        if len(groups) == 1:
+            obs, self.reset_infos = self._lists.reset(seed=seeds,
+                                                      options=dict(groups[0][0]) or None)
+        else:
+            self.reset_infos = [{} for _ in range(self.num_envs)]
+            for options, envs in groups:
+                mask = np.zeros(self.num_envs, dtype=bool)
+                mask[envs] = True
+                obs, infos = self._lists.reset(seed=seeds,
+                                               options={**options, "reset_mask": mask})
+                for i in envs:
+                    self.reset_infos[i] = infos[i]
         self._reset_seeds()
         self._reset_options()
         return obs

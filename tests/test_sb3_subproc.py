@@ -171,3 +171,25 @@ def test_render_and_get_images_as_sb3s_own_subproc_vec_env():
     finally:
         for venv in (mine, theirs, *plain):
             venv.close()
+
+
+def test_envs_given_different_reset_options_get_their_own_as_in_sb3():
+    fns = [rich_env(i) for i in range(NUM_ENVS)]
+    mine, theirs = SubprocVecEnv(fns, num_workers=2), DummyVecEnv(fns)
+    try:
+        answers = []
+        for venv in (mine, theirs):
+            venv.seed(9)
+            venv.set_options([{"level": 1}, {}, {"level": 1}, {"level": 2}])
+            first = (venv.reset(), list(venv.reset_infos))
+            again = (venv.reset(), list(venv.reset_infos))  # options are used once
+            answers.append((*first, *again))
+        for k in (0, 2):  # observations, then every env's reset info
+            np.testing.assert_array_equal(answers[0][k], answers[1][k])
+            for i in range(NUM_ENVS):
+                _same_info(answers[0][k + 1][i], answers[1][k + 1][i], f"reset {k} env {i}")
+        assert [info.get("options") for info in answers[1][1]] == [
+            {"level": 1}, None, {"level": 1}, {"level": 2}]
+    finally:
+        mine.close()
+        theirs.close()
