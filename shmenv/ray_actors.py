@@ -59,6 +59,7 @@ class _EnvActor:
             "observation_space": self.env.single_observation_space,
             "action_space": self.env.single_action_space,
             "metadata": dict(self.env.metadata),
+            "render_mode": getattr(self.env, "render_mode", None),
         }
 
     def reset(self, seeds: list[int | None] | None,

@@ -90,6 +90,7 @@ class RayVectorBase(ClosableEnvMixin, VectorEnv):
             ray.init(address=address)
         description = self._group.start(builders, self.cpus_per_actor, scheduling_strategy,
                                         startup_timeout)
+        self.render_mode = description["render_mode"]
         self.single_observation_space = description["observation_space"]
         self.single_action_space = description["action_space"]
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

@@ -203,6 +203,7 @@ def test_calls_answer_across_actors_as_local_and_sync_envs_do(ray_session):
     local = shmenv.AsyncVectorEnv(fns, num_workers=2)
     remote = shmenv_ray.AsyncVectorEnv(fns, num_actors=2, workers_per_actor=1)
     try:
+        assert remote.render_mode == local.render_mode == sync.render_mode == "rgb_array"
         want = every_answer(sync)
         assert [int(frame[0, 0, 0]) for frame in want[2]] == [4, 3, 2, 1]  # env order
         for name, env in (("local", local), ("ray", remote)):
