@@ -3,8 +3,9 @@
 :class:`CallState` is gymnasium's ``AsyncState`` machine (one pending ``*_async`` call at a
 time, with gymnasium's error types and messages); :class:`Replies` sends one command to
 every worker and reads every reply, turning an error report into an error that names the
-env, its worker and the env's own traceback; :class:`EnvCallsMixin` is gymnasium's
-``call``/``get_attr``/``set_attr``/``render`` on top of them.
+env, its worker and the env's own traceback; :class:`CallsMixin` is gymnasium's
+``call``/``get_attr``/``set_attr``/``render`` over any transport, :class:`EnvCallsMixin` over
+the workers' pipes.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import pickle
 import struct
 import time
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
+import numpy as np
 from gymnasium import logger
 from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 
@@ -58,6 +60,12 @@ class CallState:
     def begin(self, state: AsyncState) -> None:
         """A ``*_async`` sent its commands (the caller checked :meth:`check_idle`)."""
         self.state = state
+
+    def warn_if_pending(self) -> None:
+        """Warn, as gymnasium does, that ``close()`` abandons the pending call."""
+        if self.state is not AsyncState.DEFAULT:
+            logger.warn(f"Calling `close` while waiting for a pending call to "
+                        f"`{self.state.value}` to complete.")
 
     def end(self, state: AsyncState) -> None:
         """A ``*_wait`` is about to read its replies: ``NoAsyncCallError`` if its
@@ -149,17 +157,28 @@ class Replies:
         self._pool.fail(env_error(message, report.type_name, report.traceback))
 
 
-class EnvCallsMixin:
-    """gymnasium's ``call``/``get_attr``/``set_attr``/``render`` for the generic env: one
-    pickled command to every worker, whose envs answer in env order."""
+class CallsMixin:
+    """gymnasium's ``call``/``call_async``/``call_wait``/``get_attr``/``set_attr``/``render``
+    rules (the async state, the reserved names, one value per env or one for all, results
+    in env order), over a transport a subclass supplies: the generic env's pipes
+    (:class:`EnvCallsMixin`) or Ray actors (:mod:`shmenv.ray_calls`)."""
 
     num_envs: int
-    num_workers: int
-    _env_ranges: list[tuple[int, int]]
     _state: CallState
-    _replies: Replies
 
-    def _check_open(self) -> None:
+    if TYPE_CHECKING:  # the env's own (a stub here would shadow a base class's)
+        def _check_open(self) -> None: ...
+
+    def _start_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Send ``name(*args, **kwargs)`` to every env and return at once."""
+        raise NotImplementedError
+
+    def _finish_call(self, timeout: float | None) -> list[Any]:
+        """Every env's result of the call :meth:`_start_call` sent, in env order."""
+        raise NotImplementedError
+
+    def _set_values(self, name: str, values: Sequence[Any]) -> None:
+        """Set ``name`` to ``values[i]`` in env i, and wait until every env has."""
         raise NotImplementedError
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
@@ -174,25 +193,30 @@ class EnvCallsMixin:
         Raises:
             ValueError: ``name`` is reset, step or close (call those directly).
             AlreadyPendingCallError: another ``*_async`` call waits for its ``*_wait``.
+            ClosedEnvironmentError: the env is closed.
         """
         self._check_open()
         self._state.check_idle("call_async")
         if name in RESERVED_CALLS:
             raise ValueError(f"Trying to call function `{name}` with `call`, use `{name}` "
                              "directly instead.")
-        frame = command_frame(OP_CALL, pickle.dumps((name, args, kwargs)))
-        self._replies.send([frame] * self.num_workers)
+        self._start_call(name, args, kwargs)
         self._state.begin(AsyncState.WAITING_CALL)
 
     def call_wait(self, timeout: float | None = None) -> tuple[Any, ...]:
-        """The results of the pending :meth:`call_async`, in env order (errors as
-        :meth:`step_wait`)."""
+        """The results of the pending :meth:`call_async`, in env order.
+
+        Raises:
+            NoAsyncCallError: no ``call_async`` is pending.
+            WorkerTimeoutError: no answer within ``timeout`` seconds; the env is closed.
+        """
         self._check_open()
         self._state.end(AsyncState.WAITING_CALL)
-        return tuple(self._replies.read_objects(timeout, "in a call"))
+        return tuple(self._finish_call(timeout))
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
-        """The attribute ``name`` of every env."""
+        """The attribute ``name`` of every env (called, if it is a method, as gymnasium's
+        ``get_attr`` does)."""
         return self.call(name)
 
     def set_attr(self, name: str, values: Any) -> None:
@@ -206,10 +230,40 @@ class EnvCallsMixin:
                              f"of environments. Got `{len(values)}` values for "
                              f"{self.num_envs} environments.")
         self._state.check_idle("set_attr")
-        self._replies.send([command_frame(OP_SET_ATTR, pickle.dumps((name, values[a:b])))
-                            for a, b in self._env_ranges])
-        self._replies.read(None, "in set_attr")
+        self._set_values(name, values)
 
     def render(self) -> tuple[Any, ...] | None:
         """Every env's ``render()``."""
         return self.call("render")
+
+    # Per env, as gymnasium's AsyncVectorEnv (VectorEnv declares one value).
+    @property  # type: ignore[misc]
+    def np_random_seed(self) -> tuple[int, ...]:  # type: ignore[override]
+        """Every env's ``np_random_seed``."""
+        return self.get_attr("np_random_seed")
+
+    @property  # type: ignore[misc]
+    def np_random(self) -> tuple[np.random.Generator, ...]:  # type: ignore[override]
+        """Every env's random generator (copies: the envs' own live elsewhere)."""
+        return self.get_attr("np_random")
+
+
+class EnvCallsMixin(CallsMixin):
+    """:class:`CallsMixin` for the generic env: one pickled command to every worker, whose
+    envs answer in env order."""
+
+    num_workers: int
+    _env_ranges: list[tuple[int, int]]
+    _replies: Replies
+
+    def _start_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        frame = command_frame(OP_CALL, pickle.dumps((name, args, kwargs)))
+        self._replies.send([frame] * self.num_workers)
+
+    def _finish_call(self, timeout: float | None) -> list[Any]:
+        return self._replies.read_objects(timeout, "in a call")
+
+    def _set_values(self, name: str, values: Sequence[Any]) -> None:
+        self._replies.send([command_frame(OP_SET_ATTR, pickle.dumps((name, values[a:b])))
+                            for a, b in self._env_ranges])
+        self._replies.read(None, "in set_attr")

@@ -18,8 +18,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-from gymnasium import Env, Space, logger
+from gymnasium import Env, Space
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import (
     batch_space,
@@ -30,10 +29,10 @@ from shmenv.anybatch import BatchMixin, ReadyBatches
 from shmenv.anycalls import AsyncState, CallState, EnvCallsMixin, Replies, command_frame
 from shmenv.anyoutputs import AnyOutputs, StepResult
 from shmenv.anyrelay import OP_RELAYED_STEP, split_relayed
+from shmenv.anyreset import ResetMixin
 from shmenv.anyspaces import ActionWriter, BlockPlan, fits_block
 from shmenv.anystart import (
     check_concurrency,
-    check_reset_mask,
     check_shared_memory,
     check_unsupported,
     read_env_facts,
@@ -41,11 +40,13 @@ from shmenv.anystart import (
 )
 from shmenv.errors import ClosedError
 from shmenv.lifecycle import PoolOwnerMixin
-from shmenv.planning import DEFAULT_RELAY_FANOUT, check_timeout, env_seeds
-from shmenv.protocol import OP_RESET, OP_STEP
+from shmenv.planning import DEFAULT_RELAY_FANOUT, check_timeout
+from shmenv.protocol import OP_STEP
 
 
-class AsyncVectorEnv(BatchMixin, EnvCallsMixin, PoolOwnerMixin, VectorEnv):
+# np_random(_seed) are per env (CallsMixin), as gymnasium's AsyncVectorEnv has them.
+class AsyncVectorEnv(ResetMixin, BatchMixin, EnvCallsMixin, PoolOwnerMixin,  # type: ignore[misc]
+                     VectorEnv):
     """gymnasium's ``AsyncVectorEnv`` for any env: ``env_fns`` run in ``num_workers``
     processes, several envs each, observations in one shared-memory block.
 
@@ -228,64 +229,6 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, PoolOwnerMixin, VectorEnv):
             payloads = self._replies.read(timeout, "in a step")
         return self._outputs.step_result(payloads)
 
-    # ----------------------------------------------------------------- reset
-    def reset(self, *, seed: int | Sequence[int | None] | None = None,
-              options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        """Reset every env (or those ``options["reset_mask"]`` selects); ``seed``: an int
-        seeds env i with ``seed + i``, a list gives each env its own.
-
-        With async batches (``batch_size < num_envs``) this follows envpool: every env is
-        reset and the first ``batch_size`` ready ones are returned, with
-        ``infos["env_id"]``; the others come out of the next ``recv()`` calls."""
-        if self.batch_size < self.num_envs:
-            self.async_reset(seed=seed, options=options)
-            obs, _rewards, _terminations, _truncations, infos = self.recv()
-            return obs, infos
-        self.reset_async(seed=seed, options=options)
-        return self.reset_wait()
-
-    def reset_async(self, seed: int | Sequence[int | None] | None = None,
-                    options: dict[str, Any] | None = None) -> None:
-        """Send every env its reset and return at once (:meth:`reset_wait` collects).
-        ``options`` go to every env's ``reset`` except ``"reset_mask"``, a bool array of
-        shape ``(num_envs,)`` choosing which envs reset (the others keep their state)."""
-        self._check_open()
-        frames = self._reset_frames(seed, options, "reset_async")
-        self._batches.drop_all()
-        self._replies.send(frames)
-        self._state.begin(AsyncState.WAITING_RESET)
-
-    def _reset_frames(self, seed: int | Sequence[int | None] | None,
-                      options: dict[str, Any] | None, what: str) -> list[memoryview]:
-        """Each worker's reset command, after gymnasium's checks of seeds and options."""
-        seeds = env_seeds(seed, self.num_envs)
-        self._state.check_idle(what)
-        mask = None
-        if options is not None and "reset_mask" in options:
-            options = dict(options)
-            mask = check_reset_mask(options.pop("reset_mask"), self.num_envs)
-        return [command_frame(OP_RESET, pickle.dumps(
-            (seeds[start:stop], options, None if mask is None else mask[start:stop])))
-            for start, stop in self._env_ranges]
-
-    def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
-        """The ``(obs, infos)`` of the pending :meth:`reset_async` (errors as
-        :meth:`step_wait`)."""
-        self._check_open()
-        self._state.end(AsyncState.WAITING_RESET)
-        return self._outputs.reset_result(self._replies.read(timeout, "in a reset"))
-
-    # Per env, as gymnasium's AsyncVectorEnv (VectorEnv declares one value).
-    @property  # type: ignore[misc]
-    def np_random_seed(self) -> tuple[int, ...]:  # type: ignore[override]
-        """Every env's ``np_random_seed``."""
-        return self.get_attr("np_random_seed")
-
-    @property  # type: ignore[misc]
-    def np_random(self) -> tuple[np.random.Generator, ...]:  # type: ignore[override]
-        """Every env's random generator (copies: the envs' own live in the workers)."""
-        return self.get_attr("np_random")
-
     # ----------------------------------------------------------------- lifecycle
     def _check_open(self) -> None:
         if self._closed_reason is not None:
@@ -296,9 +239,8 @@ class AsyncVectorEnv(BatchMixin, EnvCallsMixin, PoolOwnerMixin, VectorEnv):
     def close(self, **kwargs: Any) -> None:
         """Stop the workers and release the block (safe to call more than once)."""
         state = getattr(self, "_state", None)
-        if state is not None and state.pending and self._closed_reason is None:
-            logger.warn(f"Calling `close` while waiting for a pending call to "
-                        f"`{state.state.value}` to complete.")
+        if state is not None and self._closed_reason is None:
+            state.warn_if_pending()
         super().close(**kwargs)
 
     def __reduce_ex__(self, protocol: Any) -> Any:

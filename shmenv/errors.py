@@ -73,28 +73,30 @@ class WorkerError(ShmenvError):
         self.worker_traceback = worker_traceback
 
 
-_ENV_ERROR_CLASSES: dict[type, type] = {}
+_ENV_ERROR_CLASSES: dict[tuple[type, type], type] = {}
 
 
-def env_error(message: str, worker_type: str, worker_traceback: str) -> WorkerError:
+def env_error(message: str, worker_type: str, worker_traceback: str,
+              kind: type[WorkerError] = WorkerError) -> WorkerError:
     """The error for an exception an env raised in a worker: a :class:`WorkerError` that is
     also an instance of the env's exception type when that is a plain builtin one
     (``ValueError``, ``AssertionError``, ...), so code that catches what the env raises
-    (as it would under gymnasium's vector envs) still catches it."""
+    (as it would under gymnasium's vector envs) still catches it. ``kind``: the WorkerError
+    subclass to build (shmenv.ray's ActorError for an env in a Ray actor)."""
     base = getattr(builtins, worker_type, None)
     if (isinstance(base, type) and issubclass(base, Exception)
             and not issubclass(base, (OSError, ShmenvError, StopIteration, StopAsyncIteration))):
         try:
-            cls = _ENV_ERROR_CLASSES.get(base)
+            cls = _ENV_ERROR_CLASSES.get((kind, base))
             if cls is None:
-                cls = _ENV_ERROR_CLASSES[base] = type("WorkerError", (WorkerError, base), {
-                    "__doc__": f"A WorkerError that is also the env's {base.__name__}."})
+                cls = _ENV_ERROR_CLASSES[kind, base] = type(kind.__name__, (kind, base), {
+                    "__doc__": f"A {kind.__name__} that is also the env's {base.__name__}."})
             error = cls(message, worker_type, worker_traceback)
             if str(error) == message:
                 return error
         except TypeError:  # an exception type that cannot be combined or built this way
             pass
-    return WorkerError(message, worker_type, worker_traceback)
+    return kind(message, worker_type, worker_traceback)
 
 
 class SharedMemorySpaceError(OSError, ShmenvError):

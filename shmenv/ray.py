@@ -36,6 +36,7 @@ from shmenv.anyspaces import fits_block, write_actions
 from shmenv.games import GameOptions, resolve_game
 from shmenv.planning import check_autoreset_mode, env_seeds
 from shmenv.ray_actors import ActorError, ActorLostError, ActorStartError
+from shmenv.ray_calls import RayCallsMixin
 from shmenv.ray_vector import RayVectorBase, plan_actors
 from shmenv.vector import ShmVectorEnv
 
@@ -128,7 +129,8 @@ class RayVectorEnv(RayVectorBase):
                 f"num_actors={self.num_actors})")
 
 
-class RayAsyncVectorEnv(RayVectorBase):
+# np_random(_seed) are per env (CallsMixin), as gymnasium's AsyncVectorEnv has them.
+class RayAsyncVectorEnv(RayCallsMixin, RayVectorBase):  # type: ignore[misc]
     """Any gymnasium env over ``num_actors`` Ray actors, as one VectorEnv: the Ray twin of
     ``shmenv.AsyncVectorEnv`` (also importable as ``shmenv.ray.AsyncVectorEnv``).
 
@@ -139,8 +141,11 @@ class RayAsyncVectorEnv(RayVectorBase):
     ...). The env functions must pickle (Ray uses cloudpickle, so lambdas do). Seeding is
     gymnasium's: ``reset(seed=s)`` gives env i the seed ``s + i`` across actors. Autoreset,
     infos and their ``_key`` masks are the actors' own, laid end to end; ``reset`` takes
-    ``options`` (``reset_mask`` included). ``send``/``recv``, errors, ``close`` and the
-    Ray arguments are those of :class:`RayVectorEnv`; ``copy`` defaults to True, as in
+    ``options`` (``reset_mask`` included). ``call``/``call_async``/``call_wait``,
+    ``get_attr``, ``set_attr`` and ``render`` are the local env's (results in env order,
+    gymnasium's errors for a pending call or a closed env; an env's error in a call is also
+    of the env's builtin type and closes the env). ``send``/``recv``, errors, ``close`` and
+    the Ray arguments are those of :class:`RayVectorEnv`; ``copy`` defaults to True, as in
     gymnasium.
     """
 

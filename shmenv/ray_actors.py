@@ -17,7 +17,7 @@ import numpy as np
 import ray
 import ray.exceptions
 
-from shmenv.errors import ShmenvError, WorkerDiedError, WorkerError
+from shmenv.errors import ShmenvError, WorkerDiedError, WorkerError, env_error
 
 CLOSE_TIMEOUT_S = 10.0
 
@@ -59,6 +59,7 @@ class _EnvActor:
             "observation_space": self.env.single_observation_space,
             "action_space": self.env.single_action_space,
             "metadata": dict(self.env.metadata),
+            "render_mode": getattr(self.env, "render_mode", None),
         }
 
     def reset(self, seeds: list[int | None] | None,
@@ -69,6 +70,12 @@ class _EnvActor:
 
     def step(self, actions: Any) -> StepResult:
         return self.env.step(actions)
+
+    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        return self.env.call(name, *args, **kwargs)
+
+    def set_attr(self, name: str, values: list[Any]) -> None:
+        self.env.set_attr(name, values)
 
     def close(self) -> None:
         self.env.close()
@@ -105,10 +112,16 @@ def actor_error(info: ActorInfo, exc: BaseException) -> ShmenvError:
     its node or its workers died) or failed (its vector env raised)."""
     cause = getattr(exc, "cause", None)
     if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, ShmenvError):
-        kind = ActorLostError if isinstance(cause, WorkerDiedError) else ActorError
-        error: ShmenvError = kind(
-            f"{info.describe()} failed: its {info.env_class} (envs numbered from 0 within "
-            f"the actor) raised {type(cause).__name__}: {str(cause).rstrip('.')}")
+        message = (f"{info.describe()} failed: its {info.env_class} (envs numbered from 0 "
+                   f"within the actor) raised {type(cause).__name__}: "
+                   f"{str(cause).rstrip('.')}")
+        error: ShmenvError
+        if isinstance(cause, WorkerDiedError):
+            error = ActorLostError(message)
+        elif isinstance(cause, WorkerError):  # also the env's builtin type, as locally
+            error = env_error(message, cause.worker_type, cause.worker_traceback, ActorError)
+        else:
+            error = ActorError(message)
     elif isinstance(exc, ray.exceptions.RayTaskError):
         error = ActorError(f"{info.describe()} raised {ray_reason(exc)}")
     else:

@@ -17,6 +17,7 @@ from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space, create_empty_array
 
 from shmenv.actions import check_env_ids
+from shmenv.anycalls import CallState
 from shmenv.anystart import check_reset_mask
 from shmenv.errors import ClosedError
 from shmenv.lifecycle import ClosableEnvMixin
@@ -76,6 +77,7 @@ class RayVectorBase(ClosableEnvMixin, VectorEnv):
                 env._shutdown(reason)
 
         self._group = ActorGroup(ranges, self._env_class, shutdown)
+        self._state = CallState()  # gymnasium's pending call (call_async), if any
         self._finalizer = weakref.finalize(self, release_actors, self._group.actors)
         self.num_envs = ranges[-1][1]
         self.num_actors = len(ranges)
@@ -88,6 +90,7 @@ class RayVectorBase(ClosableEnvMixin, VectorEnv):
             ray.init(address=address)
         description = self._group.start(builders, self.cpus_per_actor, scheduling_strategy,
                                         startup_timeout)
+        self.render_mode = description["render_mode"]
         self.single_observation_space = description["observation_space"]
         self.single_action_space = description["action_space"]
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -128,6 +131,7 @@ class RayVectorBase(ClosableEnvMixin, VectorEnv):
         the last synchronous step or reset.
         """
         self._check_open()
+        self._state.check_idle("reset")
         options = self._check_reset_options(options)
         seeds = None if seed is None else env_seeds(seed, self.num_envs)
         mask = None
@@ -162,6 +166,7 @@ class RayVectorBase(ClosableEnvMixin, VectorEnv):
     def step(self, actions: Any) -> StepResult:
         """Step every env once: one Ray task per actor, results gathered in env order."""
         self._check_open()
+        self._state.check_idle("step")
         if self._group.in_flight:
             raise RuntimeError(f"{len(self._group.in_flight)} actors still have a step in "
                                "flight from send(); recv() them (or reset()) before step()")
@@ -182,6 +187,7 @@ class RayVectorBase(ClosableEnvMixin, VectorEnv):
         actors that are not already stepping: pass back the ids ``recv()`` returned.
         """
         self._check_open()
+        self._state.check_idle("send")
         env_ids = (np.arange(self.num_envs) if env_ids is None
                    else check_env_ids(env_ids, self.num_envs))
         actions = self._check_actions(actions, len(env_ids))
@@ -218,3 +224,11 @@ class RayVectorBase(ClosableEnvMixin, VectorEnv):
     def _forget_in_flight(self) -> None:
         if getattr(self, "_group", None) is not None:
             self._group.in_flight.clear()
+            self._group.calls_in_flight.clear()
+
+    def close(self, **kwargs: Any) -> None:
+        """Release every actor (safe to call more than once); warns, as gymnasium does, if
+        a ``call_async`` is still pending."""
+        if self._closed_reason is None:
+            self._state.warn_if_pending()
+        super().close(**kwargs)

@@ -1,21 +1,27 @@
 """shmenv.ray.AsyncVectorEnv: any gymnasium env over Ray actors gives what gymnasium's
 SyncVectorEnv gives on the same env functions, seeds and actions (2 actors x 2 CartPoles,
-one worker each, on a local Ray cluster this module starts); batches of Dict and Tuple
+one worker each, on a local Ray cluster this module starts); ``call``, ``get_attr``,
+``set_attr`` and ``render`` answer across actors what the local ``shmenv.AsyncVectorEnv``
+and SyncVectorEnv answer, with gymnasium's errors for misuse; batches of Dict and Tuple
 spaces are split among actors and laid end to end row for row."""
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoAsyncCallError
+from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import SyncVectorEnv
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'shmenv[ray]'")
 
 import shmenv  # noqa: E402
 from shmenv.ray_actors import lay_rows, take_rows  # noqa: E402
+from tests.any_envs import RichEnv  # noqa: E402
 
 needs_async = pytest.mark.skipif(not hasattr(shmenv, "AsyncVectorEnv"),
                                  reason="this shmenv has no AsyncVectorEnv")
@@ -151,6 +157,138 @@ def test_an_env_that_raises_names_its_actor_and_closes_the_env(ray_session):
             env.step(np.zeros(NUM_ENVS, dtype=int))
     finally:
         env.close()
+
+
+def napping_env(seed: int):
+    """A RichEnv that renders, made as gymnasium's tests make envs, with one more method
+    (``nap``) so that a call can be slow on purpose."""
+
+    def make() -> RichEnv:
+        env = RichEnv(render_mode="rgb_array")
+        env.reset(seed=seed)
+        env.nap = time.sleep  # type: ignore[attr-defined]
+        return env
+
+    return make
+
+
+def every_answer(env) -> list:
+    """What the env answers to each call of gymnasium's vector API, in one sequence."""
+    env.reset(seed=SEED)
+    env.set_attr("length", 100)  # one value for every env: no episode ends below
+    env.set_attr("t", [4, 3, 2, 1])  # one value per env
+    answers = [env.get_attr("length"), env.get_attr("t"), env.render(),
+               env.call("get_wrapper_attr", "t"), env.np_random_seed]
+    env.step(np.array([0, 1, 2, 0]))
+    if isinstance(env, SyncVectorEnv):  # which has no async pair
+        answers.append(env.call("render"))
+    else:
+        env.call_async("render")
+        answers.append(env.call_wait())
+    answers += [env.call("_observe"), env.get_attr("resets")]
+    env.set_attr("t", (7, 7, 8, 8))
+    answers.append(env.get_attr("t"))
+    return answers
+
+
+@needs_async
+def test_calls_answer_across_actors_as_local_and_sync_envs_do(ray_session):
+    """call/get_attr/set_attr/render over 2 actors give what shmenv.AsyncVectorEnv and
+    SyncVectorEnv give on the same env functions, in env order; an env's error in a call
+    is still the env's type, names its actor and closes the env, as locally."""
+    import shmenv.ray as shmenv_ray
+
+    fns = [napping_env(i) for i in range(NUM_ENVS)]
+    sync = SyncVectorEnv(fns)
+    local = shmenv.AsyncVectorEnv(fns, num_workers=2)
+    remote = shmenv_ray.AsyncVectorEnv(fns, num_actors=2, workers_per_actor=1)
+    try:
+        assert remote.render_mode == local.render_mode == sync.render_mode == "rgb_array"
+        want = every_answer(sync)
+        assert [int(frame[0, 0, 0]) for frame in want[2]] == [4, 3, 2, 1]  # env order
+        for name, env in (("local", local), ("ray", remote)):
+            got = every_answer(env)
+            assert all(isinstance(answer, tuple) for answer in got)
+            assert data_equivalence(got, want, exact=True), f"{name}: {got} != {want}"
+        with pytest.raises(AttributeError, match="no_such_attribute") as caught:
+            remote.get_attr("no_such_attribute")
+        assert isinstance(caught.value, shmenv_ray.ActorError)
+        assert "shmenv Ray actor 0 (envs 0-1" in str(caught.value)
+        with pytest.raises(AttributeError, match="no_such_attribute"):
+            local.get_attr("no_such_attribute")
+        for env in (local, remote):  # both closed by the env's error
+            for method, args in (("call", ("render",)), ("call_async", ("render",)),
+                                 ("call_wait", ()), ("get_attr", ("t",)),
+                                 ("set_attr", ("t", 0)), ("render", ())):
+                with pytest.raises(ClosedEnvironmentError):
+                    getattr(env, method)(*args)
+    finally:
+        sync.close()
+        local.close()
+        remote.close()
+
+
+@needs_async
+def test_call_misuse_raises_gymnasium_errors(ray_env):
+    """The same errors, with the same messages, as the local shmenv.AsyncVectorEnv (and
+    gymnasium's AsyncVectorEnv): one pending call at a time, no wait without a call,
+    step/reset/close through their own methods, one value per env."""
+    ray_env.reset(seed=SEED)
+    with pytest.raises(NoAsyncCallError, match="Calling `call_wait` without any prior "
+                                               "call to `call_async`"):
+        ray_env.call_wait()
+    ray_env.call_async("get_wrapper_attr", "spec")
+    pending = "while waiting for a pending call to `call` to complete"
+    with pytest.raises(AlreadyPendingCallError, match=f"Calling `call_async` {pending}"):
+        ray_env.call_async("render")
+    for misuse, what in ((lambda: ray_env.step(np.zeros(NUM_ENVS, dtype=int)), "step"),
+                         (ray_env.reset, "reset"), (lambda: ray_env.set_attr("a", 1),
+                                                    "set_attr"),
+                         (lambda: ray_env.send(np.zeros(NUM_ENVS, dtype=int)), "send")):
+        with pytest.raises(AlreadyPendingCallError, match=f"Calling `{what}` {pending}"):
+            misuse()
+    specs = ray_env.call_wait()
+    assert [spec.id for spec in specs] == ["CartPole-v1"] * NUM_ENVS
+    for name in ("step", "reset", "close"):
+        with pytest.raises(ValueError, match=f"use `{name}` directly"):
+            ray_env.call(name)
+    with pytest.raises(ValueError, match="Got `3` values for 4 environments"):
+        ray_env.set_attr("gravity", [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="timeout must be None"):
+        ray_env.call_async("render")
+        ray_env.call_wait(timeout=-1)
+    ray_env.step(np.zeros(NUM_ENVS, dtype=int))  # nothing above left the env unusable
+
+
+@needs_async
+def test_a_call_that_does_not_answer_in_time_closes_the_env(ray_session):
+    import shmenv.ray as shmenv_ray
+
+    env = shmenv_ray.AsyncVectorEnv([napping_env(0), napping_env(1)], num_actors=2,
+                                    workers_per_actor=1)
+    try:
+        assert env.call("nap", 0) == (None, None)
+        env.call_async("nap", 3)  # closing waits for the actors to finish it
+        with pytest.raises(shmenv.WorkerTimeoutError,
+                           match=r"shmenv Ray actor \d \(env \d.* did not answer within 0.5 s"):
+            env.call_wait(timeout=0.5)
+        with pytest.raises(ClosedEnvironmentError):
+            env.call("render")
+    finally:
+        env.close()
+
+
+@needs_async
+def test_close_warns_of_a_pending_call(ray_session):
+    import shmenv.ray as shmenv_ray
+
+    env = shmenv_ray.AsyncVectorEnv(ENV_FNS[:2], num_actors=2, workers_per_actor=1)
+    env.call_async("get_wrapper_attr", "spec")
+    with pytest.warns(UserWarning, match="Calling `close` while waiting for a pending call "
+                                         "to `call` to complete"):
+        env.close()
+    with pytest.raises(ClosedEnvironmentError):
+        env.call_wait()
 
 
 def test_dict_and_tuple_batches_split_and_join_row_for_row():
