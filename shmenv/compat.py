@@ -70,9 +70,13 @@ class WorkerPipe:
         except (TypeError, ValueError):
             raise ValueError(f"send() takes a (command, data) pair, got {message!r}") from None
         if cmd == "step":  # the hot path first
-            if not self._num_actions:
-                self._num_actions = self._group.num_actions_for(self._slot)
-            self._group.send(self._slot, False, _as_action(data, self._num_actions))
+            if type(data) is int and 0 <= data < self._num_actions:
+                action = data  # a plain in-range int needs no other check
+            else:
+                if not self._num_actions:
+                    self._num_actions = self._group.num_actions_for(self._slot)
+                action = _as_action(data, self._num_actions)
+            self._group.send(self._slot, False, action)
         elif cmd == "reset":
             self._group.send(self._slot, True, 0)
         elif cmd == "close":

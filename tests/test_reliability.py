@@ -334,6 +334,25 @@ def test_compat_worker_rejects_malformed_action(action, error, no_leaked_segment
         worker.child.close()
 
 
+def test_compat_worker_checks_actions_after_it_has_stepped(no_leaked_segments):
+    """Once the Worker knows its game's actions (a plain in-range int then skips the other
+    checks), a bool, an out-of-range int and a float are still refused, and the Worker
+    stays in step with its replies."""
+    worker = shmenv.Worker(7, game_factory=functools.partial(CounterGame))
+    try:
+        worker.child.send(("step", 1))
+        worker.child.recv()
+        for action, error in ((True, TypeError), (NUM_ACTIONS, ValueError), (-1, ValueError),
+                              (2.0, TypeError)):
+            with pytest.raises(error, match="action"):
+                worker.child.send(("step", action))
+        for accepted in (3, np.int64(0), 2):
+            worker.child.send(("step", accepted))
+            _stack, reward, _done, _info = worker.child.recv()
+            assert int(reward) % NUM_ACTIONS == int(accepted)
+    finally:
+        worker.child.close()
+
 # --------------------------------------------------------------------------- 6. Ctrl-C
 def test_ctrl_c_during_step_reaches_caller_and_env_keeps_working():
     """SIGINT to the whole process group, as a terminal's Ctrl-C: workers included."""
