@@ -29,8 +29,8 @@ import numpy as np
 
 from shmenv.game import GameFactory
 from shmenv.games import GameOptions, resolve_game
-from shmenv.pooled import WorkerGroup, drop_member
-from shmenv.pooled_members import GameConfig, current_group
+from shmenv.pooled import WorkerGroup, current_group, drop_member
+from shmenv.pooled_members import GameConfig
 
 _COMMANDS = ("reset", "step", "close")
 _PICKLE_HINT = ("it drives processes that belong to the process that created it; create "

@@ -20,40 +20,39 @@ then ``ClosedError``. Members of the other processes keep running. See docs/migr
 
 from __future__ import annotations
 
-import enum
-import functools
 import os
 import threading
 from collections.abc import Callable
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 import numpy as np
 
-from shmenv import pooled_errors
-from shmenv.block import BlockLayout, SharedBlock
-from shmenv.errors import ClosedError, ShmenvError
-from shmenv.planning import check_timeout, spin_budget, split_envs
-from shmenv.pool import FailureNotes, WorkerPool, release
+from shmenv.errors import ShmenvError
+from shmenv.planning import check_timeout, spin_budget
 from shmenv.pooled_commands import MemberCommands
-from shmenv.pooled_frames import GroupFrames
-from shmenv.pooled_members import GameConfig, Member, Members, enter_group, leave_group
-from shmenv.worker import WorkerSpec
+from shmenv.pooled_members import GameConfig, Member, Members
+from shmenv.pooled_start import GroupStart, GroupState
+
+# Set by ``with WorkerGroup(...)``: Workers created inside join that group (per thread).
+_current = threading.local()
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask), the default process count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no sched_getaffinity (macOS, Windows)
-        return os.cpu_count() or 1
+def current_group() -> WorkerGroup | None:
+    """The group of the innermost ``with WorkerGroup(...)`` block in this thread, if any."""
+    stack = getattr(_current, "stack", None)
+    return stack[-1] if stack else None
 
 
-class GroupState(enum.Enum):
-    OPEN = "open"  # taking members; nothing started
-    LAUNCHED = "launched"  # sealed, block created, processes started, not known to be ready
-    RUNNING = "running"
-    CLOSED = "closed"
+def enter_group(group: WorkerGroup) -> None:
+    """``with group:`` starts: Workers created in this thread join ``group``."""
+    stack = getattr(_current, "stack", None)
+    if stack is None:
+        stack = _current.stack = []
+    stack.append(group)
+
+
+def leave_group(group: WorkerGroup) -> None:
+    _current.stack.remove(group)
 
 
 def drop_member(group: WorkerGroup, slot: int) -> None:
@@ -63,28 +62,6 @@ def drop_member(group: WorkerGroup, slot: int) -> None:
         group.close_member(slot, "the Worker was garbage-collected")
 
 
-def _release_all(conns: list, processes: list, block_box: list) -> None:
-    """Stop every process and close the block: a module-level function over plain lists, so
-    that the group's ``weakref.finalize`` does not keep the group alive."""
-    release(conns, processes)
-    for block in block_box:
-        block.close()
-
-
-def _new_pool(block: SharedBlock, config: GameConfig, seeds: list[Any],
-              ranges: list[tuple[int, int]], spin_us: float) -> WorkerPool:
-    """The pool (not launched yet): each process steps a run of members' envs with the labml
-    design's same-step reset (a done returns the fresh reset stack), no final stacks."""
-    specs = [WorkerSpec(index=p, block_name=block.name, layout=block.layout, env_start=start,
-                        env_stop=stop, game=config.game, seeds=tuple(seeds[start:stop]),
-                        options=config.options, same_step_autoreset=True,
-                        write_final_obs=False, game_factory=config.game_factory,
-                        spin_us=spin_us)
-             for p, (start, stop) in enumerate(ranges)]
-    describe = functools.partial(pooled_errors.describe_process, tuple(seeds), tuple(ranges))
-    return WorkerPool(specs, describe=describe, notes=FailureNotes())
-
-
 def _check_num_processes(num_processes: int | None) -> None:
     if num_processes is not None and (isinstance(num_processes, bool)
                                       or not isinstance(num_processes, (int, np.integer))
@@ -92,7 +69,7 @@ def _check_num_processes(num_processes: int | None) -> None:
         raise ValueError(f"num_processes must be an int >= 1 or None, got {num_processes!r}")
 
 
-class WorkerGroup:
+class WorkerGroup(GroupStart):
     """Drop-in Workers that share one shared-memory block and a pool of processes.
 
     Workers join a group when they are created; the group starts at the first command sent
@@ -115,10 +92,6 @@ class WorkerGroup:
     naming it and its Workers, each of which raises it once, as for a dead process.
     """
 
-    _pool: WorkerPool  # set when the group starts
-    _commands: MemberCommands
-    _block: SharedBlock
-
     def __init__(self, num_processes: int | None = None, *, context: str | None = None,
                  worker_spin_us: float | None = None, timeout: float | None = None) -> None:
         _check_num_processes(num_processes)
@@ -136,10 +109,6 @@ class WorkerGroup:
         self.seeds = self._members.seeds  # one per member, in member order
 
     # ----------------------------------------------------------------- membership
-    @property
-    def num_members(self) -> int:
-        return len(self._members)
-
     @property
     def open(self) -> bool:
         """True while the group still takes members (before it started)."""
@@ -172,74 +141,6 @@ class WorkerGroup:
     def __reduce__(self) -> Any:
         raise TypeError("a WorkerGroup owns processes and shared memory and cannot be "
                         "pickled; create Workers in the process that uses them")
-
-    # ----------------------------------------------------------------- start-up
-    def start(self) -> None:
-        """Start the processes now and wait until every game is loaded (otherwise the first
-        command to any member does it). Seals the group."""
-        with self._lock:
-            self._check_process()
-            if self._state is GroupState.CLOSED:
-                raise ClosedError("this WorkerGroup is closed; create a new one")
-            self._ensure_running()
-
-    def process_of(self, slot: int) -> BaseProcess:
-        """The process serving member ``slot``; launches the group if it was still open."""
-        with self._lock:
-            try:
-                self._launch()
-            except BaseException:
-                self._members.reported(slot)
-                raise
-            if not hasattr(self, "_commands"):  # it failed to start before any process ran
-                self.check_open(slot)
-            return self._pool.processes[self._commands.process_of(slot)]
-
-    @property
-    def processes(self) -> list[BaseProcess]:
-        """The group's processes (empty until it starts)."""
-        pool = getattr(self, "_pool", None)
-        return list(pool.processes) if pool is not None else []
-
-    def _launch(self) -> None:
-        """Seal the group, create its block and start its processes, without waiting."""
-        if self._state is not GroupState.OPEN:
-            return
-        if self._config is None:
-            raise ValueError("this WorkerGroup has no Workers to start")
-        self._state = GroupState.LAUNCHED
-        count = self.num_members
-        ranges = split_envs(count, min(count, self._max_processes or usable_cores()))
-        try:
-            self._block = SharedBlock.create(BlockLayout(count, self._config.options.obs_shape))
-            self._pool = _new_pool(self._block, self._config, self.seeds, ranges,
-                                   spin_budget(self._spin_us, len(ranges)))
-            # Detached in a forked child (see WorkerPool.forked_away): its exit leaves the
-            # parent's pool running.
-            self._finalizer = self._pool.finalize(self, _release_all, self._pool.conns,
-                                                  self._pool.processes, [self._block])
-            self._pool.launch(self._context, name="shmenv-Workers-{index}")
-            frames = GroupFrames(self._pool, ranges, self._members.states)
-            self._commands = MemberCommands(self._pool, frames, self._members,
-                                            list(self._block.obs), self._timeout)
-        except BaseException as exc:
-            self._fail_all(exc)
-            raise
-
-    def _ensure_running(self) -> None:
-        if self._state is GroupState.RUNNING:
-            return
-        self._launch()
-        if self._state is GroupState.CLOSED:
-            return
-        try:
-            self._num_actions = self._pool.wait_until_ready()
-        except BaseException as exc:  # a game failed to load, or Ctrl-C during start-up
-            self._fail_all(exc)
-            raise
-        self._block.unlink()  # every process has mapped it: nothing can leak from here on
-        self._state = GroupState.RUNNING
-        self._commands.stop_idle()  # processes whose Workers were all closed before this
 
     def num_actions_for(self, slot: int) -> int:
         """The game's number of actions, to check member ``slot``'s step action with
@@ -327,10 +228,6 @@ class WorkerGroup:
         """Raise what a call on member ``slot`` must raise if it is closed or failed."""
         self._members.check_open(slot)
 
-    def _check_process(self) -> None:
-        if os.getpid() != self._creator:
-            raise pooled_errors.forked(self._creator)
-
     def _start_for(self, slot: int) -> None:
         """Raise if member ``slot`` is closed or failed; start the group if needed."""
         self._check_process()
@@ -340,19 +237,3 @@ class WorkerGroup:
         except BaseException:
             self._members.reported(slot)  # the caller gets the error now, not again later
             raise
-
-    def _fail_all(self, error: BaseException) -> None:
-        """A start-up failure: release everything; every member raises ``error`` once."""
-        why = "it failed to start"
-        if not isinstance(error, Exception):  # Ctrl-C: the caller gets it, members ClosedError
-            error = ClosedError(f"the Workers' start-up was interrupted ({why})")
-        self._members.fail(range(self.num_members), error, why)
-        self._close_group()
-
-    def _close_group(self) -> None:
-        self._state = GroupState.CLOSED
-        finalizer = getattr(self, "_finalizer", None)
-        if finalizer is not None:
-            finalizer()
-        elif hasattr(self, "_block"):  # it failed between creating the block and the pool
-            self._block.close()

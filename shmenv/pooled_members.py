@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import enum
 import pickle
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shmenv.errors import ClosedError
 from shmenv.game import GameFactory
 from shmenv.games import GameOptions
-
-if TYPE_CHECKING:
-    from shmenv.pooled import WorkerGroup
 
 
 @dataclass(frozen=True)
@@ -51,28 +47,6 @@ class GameConfig:
                 f"this WorkerGroup runs {self.game} with {self.options} and "
                 f"game_factory={self.game_factory!r}; a Worker of another game or options "
                 "needs its own WorkerGroup")
-
-
-# Set by ``with WorkerGroup(...)``: Workers created inside join that group (per thread).
-_current = threading.local()
-
-
-def current_group() -> WorkerGroup | None:
-    """The group of the innermost ``with WorkerGroup(...)`` block in this thread, if any."""
-    stack = getattr(_current, "stack", None)
-    return stack[-1] if stack else None
-
-
-def enter_group(group: WorkerGroup) -> None:
-    """``with group:`` starts: Workers created in this thread join ``group``."""
-    stack = getattr(_current, "stack", None)
-    if stack is None:
-        stack = _current.stack = []
-    stack.append(group)
-
-
-def leave_group(group: WorkerGroup) -> None:
-    _current.stack.remove(group)
 
 
 class Member(enum.Enum):

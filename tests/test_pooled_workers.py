@@ -27,7 +27,8 @@ import shmenv
 from shmenv.baseline import baseline_rollout
 from shmenv.block import NAME_PREFIX, SHM_DIR
 from shmenv.fakegames import NUM_ACTIONS, CounterGame
-from shmenv.pooled import WorkerGroup, usable_cores
+from shmenv.pooled import WorkerGroup
+from shmenv.sysinfo import usable_cores
 from tests.conftest import action_stream
 from tests.procs import all_gone
 from tests.test_reliability import CHILD_ENV, assert_quiet, child_command, parse_events
