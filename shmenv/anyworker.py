@@ -14,7 +14,11 @@ of ``(observations, packed infos or None)``.
 Where the time goes (CartPole-v1, 32 envs per worker): ``env.step`` itself (~5-9 µs with
 gymnasium's wrappers) is most of it; per env the loop adds ~0.4 µs (list stores of the
 observation, reward, flags and info), then one numpy assignment per batch writes the
-observations, rewards and flags. Nothing is pickled while infos are empty or steady.
+observations, rewards and flags. Nothing is pickled while infos are empty or steady, and
+commands and replies go over the pipe's raw descriptor (:mod:`shmenv.anypipe`). A heavier
+env (HalfCheetah-v5) spends most of its extra CPU in ``env.step`` itself, which runs slower
+in a worker that sleeps between steps than in a free-running loop (docs/architecture.md,
+"Where the time goes").
 """
 
 from __future__ import annotations
