@@ -43,8 +43,8 @@ from shmenv.pool import FailureNotes, WorkerPool, release
 
 # Relayed steps start at this many workers. With two, relaying spares the main one write
 # and one read per step but makes worker 0 wait for worker 1 (which starts a wake-up later)
-# before it can answer: measured on 2 cores, HalfCheetah-v5 x 64, relaying off cost 7-10%
-# less CPU per env-step and gave 12-13% more env-steps/s; CartPole-v1 x 64 within noise.
+# before it can answer: measured on 2 cores, 64 envs, relaying off cost 3-10% less CPU per
+# env-step on HalfCheetah-v5 (4 runs) and 0-3% less on CartPole-v1 (docs/architecture.md).
 RELAY_MIN_WORKERS = 3
 
 NOTES = FailureNotes(
