@@ -31,6 +31,7 @@ byte :data:`IN_BLOCK`, and the main copies each column's rows with one numpy ass
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -97,7 +98,7 @@ class InfoColumns:
         self.raw, self.start, self.stop = raw, start, stop
         self.keys: tuple[str, ...] = ()
         self.types: tuple[type, ...] = ()
-        self.pairs: tuple[tuple[str, type], ...] = ()
+        self._get: Any = None  # itemgetter of the keys
         self.columns: list[np.ndarray] = []
         self.block_keys: BlockKeys = ()
         self.told = False  # whether the main has these block_keys (else they go with them)
@@ -105,23 +106,38 @@ class InfoColumns:
     def write(self, infos: list[dict[str, Any]]) -> bool:
         """Write one step's infos (one per env, in env order) into the columns, if each has
         exactly the keys learned (else learned now from the first one) with their types."""
-        if not self._match(infos) and not (self._learn(infos[0]) and self._match(infos)):
-            return False
-        for key, column in zip(self.keys, self.columns):
-            column[:] = [info[key] for info in infos]
+        values = self._gather(infos)
+        if values is None:
+            if not self._learn(infos[0]):
+                return False
+            values = self._gather(infos)
+            if values is None:
+                return False
+        for column, column_values in zip(self.columns, values):
+            column[:] = column_values
         return True
 
-    def _match(self, infos: list[dict[str, Any]]) -> bool:
-        count, pairs = len(self.keys), self.pairs
+    def _gather(self, infos: list[dict[str, Any]]) -> list[Any] | None:
+        """Each column's values, or None if an info has other keys or a value another type.
+
+        One ``itemgetter`` call per env and one ``set(map(type, ...))`` per column (32
+        HalfCheetahs' four keys: ~12-13 µs, where a ``dict.get`` and a type test per key
+        and env, then a list per column, took ~17-19)."""
+        count, get = len(self.keys), self._get
         if not count:
-            return False
-        for info in infos:
-            if len(info) != count:
-                return False
-            for key, kind in pairs:
-                if type(info.get(key)) is not kind:
-                    return False
-        return True
+            return None
+        try:
+            rows = [get(info) for info in infos if len(info) == count]
+        except KeyError:
+            return None
+        if len(rows) != len(infos):
+            return None
+        values = list(zip(*rows)) if count > 1 else [rows]
+        for kind, column_values in zip(self.types, values):
+            kinds = set(map(type, column_values))
+            if len(kinds) != 1 or kind not in kinds:
+                return None
+        return values
 
     def _learn(self, info: dict[str, Any]) -> bool:
         """Take ``info``'s keys and types as the columns' (False: it cannot be columns, or
@@ -133,7 +149,7 @@ class InfoColumns:
             return False
         dtypes = [np.dtype(kind) for kind in types]  # type: ignore[arg-type]
         self.keys, self.types = keys, types  # type: ignore[assignment]
-        self.pairs = tuple(zip(keys, types))  # type: ignore[arg-type]
+        self._get = itemgetter(*keys)
         self.columns = [column_view(self.raw, slot, dtype)[self.start:self.stop]
                         for slot, dtype in enumerate(dtypes)]
         self.block_keys = tuple((key, dtype.str) for key, dtype in zip(keys, dtypes))

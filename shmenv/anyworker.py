@@ -14,7 +14,11 @@ of ``(observations, packed infos or None)``.
 Where the time goes (CartPole-v1, 32 envs per worker): ``env.step`` itself (~5-9 µs with
 gymnasium's wrappers) is most of it; per env the loop adds ~0.4 µs (list stores of the
 observation, reward, flags and info), then one numpy assignment per batch writes the
-observations, rewards and flags. Nothing is pickled while infos are empty or steady.
+observations, rewards and flags. Nothing is pickled while infos are empty or steady, and
+commands and replies go over the pipe's raw descriptor (:mod:`shmenv.anypipe`). A heavier
+env (HalfCheetah-v5) spends most of its extra CPU in ``env.step`` itself, which runs slower
+in a worker that sleeps between steps than in a free-running loop (docs/architecture.md,
+"Where the time goes").
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from gymnasium.vector.utils import batch_space, iterate
 
 from shmenv.affinity import pin_current_process
 from shmenv.anyinfos import IN_BLOCK, InfoColumns, pack_infos
+from shmenv.anypipe import WorkerPipe
 from shmenv.anyrelay import OP_RELAYED_STEP, AnyRelay
 from shmenv.anyspaces import BlockPlan, BlockViews, obs_writer, select, snapshot
 from shmenv.block import BlockLayout, SharedBlock
@@ -201,9 +206,10 @@ class EnvRunner:
         to the children first, so that they step their envs while this worker steps its
         own (see :mod:`shmenv.anyrelay`)."""
         waiter = SpinWait(self.spec.spin_us)
+        pipe = WorkerPipe(conn)
         while True:
             waiter.wait(conn)
-            message = conn.recv_bytes()
+            message = pipe.receive()
             arrived = perf_counter()
             opcode = int.from_bytes(message[:4], "little")
             if opcode == OP_CLOSE:
@@ -235,7 +241,7 @@ class EnvRunner:
                 reply = ErrorReport.from_exception(exc, self.spec.index).encode(0)
             if relayed is not None:
                 reply = relay.collect(relayed, reply, waiter.spin_until(arrived))
-            conn.send_bytes(reply)
+            pipe.send(reply)
             waiter.replied(arrived)
 
     def _failed(self, exc: Exception, j: int) -> _EnvFailed:
