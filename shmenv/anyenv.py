@@ -84,7 +84,9 @@ class AsyncVectorEnv(ResetMixin, BatchMixin, EnvCallsMixin, PoolOwnerMixin,  # t
         relay_fanout: a synchronous step goes through a relay tree of the workers with up
             to this many children each, so the main writes one command and reads one reply
             whatever the number of workers (as ``shmenv.make``); 0: the main messages
-            every worker itself. Async batches and pickled actions address workers directly.
+            every worker itself. Only with 3 or more workers: at 2, relaying costs more CPU
+            than the one message it saves (docs/architecture.md). Async batches and pickled
+            actions address workers directly.
 
     Errors: an env that raises names its index, its worker and its traceback in a
     :class:`shmenv.WorkerError` (also an instance of the env's exception type when that is
