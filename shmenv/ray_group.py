@@ -37,7 +37,8 @@ class ActorGroup:
         self.infos = [ActorInfo(j, start, stop, env_class=env_class)
                       for j, (start, stop) in enumerate(ranges)]
         self.in_flight: dict[int, Any] = {}  # actor index -> its step's object ref
-        self.calls_in_flight: list[Any] = []  # one object ref per actor (call_async)
+        self.calls_in_flight: list[Any] = []  # an object ref per called actor (*_async)
+        self.call_indices: list[int] = []  # the actors calls_in_flight are from, in order
         self._env_actor = np.repeat(np.arange(len(ranges)),
                                     [stop - start for start, stop in ranges])
         self._shutdown = shutdown
@@ -96,32 +97,30 @@ class ActorGroup:
         self._shutdown(f"{info.describe()} failed")
         raise error from None
 
-    def call_all(self, method: str, args: Sequence[tuple], indices: Sequence[int]) -> list[Any]:
-        """Call ``method(*args[k])`` on actor ``indices[k]`` for every k, and wait."""
-        refs = [getattr(self.actors[index], method).remote(*a)
-                for index, a in zip(indices, args)]
-        return self.get(refs, list(indices))
-
-    def start_calls(self, method: str, args: Sequence[tuple]) -> None:
-        """Call ``method(*args[j])`` on every actor j and return at once
-        (:meth:`collect_calls` waits for the results)."""
-        self.calls_in_flight = [getattr(actor, method).remote(*a)
-                                for actor, a in zip(self.actors, args, strict=True)]
+    def start_calls(self, method: str, args: Sequence[tuple],
+                    indices: Sequence[int] | None = None) -> None:
+        """Call ``method(*args[k])`` on actor ``indices[k]`` (None: every actor, in order)
+        and return at once (:meth:`collect_calls` waits for the results)."""
+        self.call_indices = list(range(len(self.actors)) if indices is None else indices)
+        self.calls_in_flight = [getattr(self.actors[index], method).remote(*a)
+                                for index, a in zip(self.call_indices, args, strict=True)]
 
     def collect_calls(self, timeout: float | None) -> list[Any]:
-        """Every actor's result of :meth:`start_calls`, in actor order. An actor that does
+        """The results of :meth:`start_calls`, in its actors' order. An actor that does
         not answer within ``timeout`` seconds (None: no limit) closes the env with a
         ``WorkerTimeoutError`` naming it, as a worker that does not answer does locally."""
         refs, self.calls_in_flight = self.calls_in_flight, []
+        indices = self.call_indices
         if timeout is not None:
             _, late = ray.wait(refs, num_returns=len(refs), timeout=timeout)
             if late:
-                names = ", ".join(self.infos[refs.index(ref)].describe() for ref in late)
+                names = ", ".join(self.infos[indices[refs.index(ref)]].describe()
+                                  for ref in late)
                 self._shutdown("an actor did not answer in time")
                 raise WorkerTimeoutError(
                     f"{names} did not answer within {timeout:g} s; every actor was released "
                     "and this env is closed: create a new one")
-        return self.get(refs, list(range(len(refs))))
+        return self.get(refs, indices)
 
     def actors_for(self, env_ids: np.ndarray) -> list[int]:
         """The actors owning ``env_ids``, which must be whole actors."""

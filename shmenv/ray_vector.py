@@ -1,14 +1,13 @@
 """The VectorEnv face over Ray actors that both of :mod:`shmenv.ray`'s envs share: how envs
-are split among actors, reset, step, async send/recv, results laid end to end.
+are split among actors, their start, async send/recv (reset and step: :mod:`shmenv.ray_pair`).
 
 ``import ray`` below is Ray itself (absolute imports), not :mod:`shmenv.ray`.
 """
 
 from __future__ import annotations
 
-import copy as copy_module
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,20 +17,18 @@ from gymnasium.vector.utils import batch_space, create_empty_array
 
 from shmenv.actions import check_env_ids
 from shmenv.anycalls import CallState
-from shmenv.anystart import check_reset_mask
 from shmenv.errors import ClosedError
 from shmenv.lifecycle import ClosableEnvMixin
-from shmenv.planning import env_seeds, split_envs
+from shmenv.planning import split_envs
 from shmenv.ray_actors import (
     ActorInfo,
     StepResult,
     assemble_results,
-    lay_rows,
-    merge_infos,
     release_actors,
     take_rows,
 )
 from shmenv.ray_group import ActorGroup
+from shmenv.ray_pair import RayPairMixin
 
 
 def plan_actors(num_envs: int, num_actors: int, workers_per_actor: int | None,
@@ -57,10 +54,11 @@ def plan_actors(num_envs: int, num_actors: int, workers_per_actor: int | None,
     return ranges, int(workers_per_actor)
 
 
-class RayVectorBase(ClosableEnvMixin, VectorEnv):
-    """The VectorEnv face shared by both Ray envs: ``reset``/``step`` over all envs, async
-    ``send``/``recv`` by whole actors, results laid end to end in env order. A subclass
-    plans its actors, then calls :meth:`_launch`."""
+class RayVectorBase(RayPairMixin, ClosableEnvMixin, VectorEnv):
+    """The VectorEnv face shared by both Ray envs: ``reset``/``step`` over all envs and
+    their async pair (:class:`~shmenv.ray_pair.RayPairMixin`), async ``send``/``recv`` by
+    whole actors, results laid end to end in env order. A subclass plans its actors, then
+    calls :meth:`_launch`."""
 
     _env_class = "ShmVectorEnv"
 
@@ -77,7 +75,7 @@ class RayVectorBase(ClosableEnvMixin, VectorEnv):
                 env._shutdown(reason)
 
         self._group = ActorGroup(ranges, self._env_class, shutdown)
-        self._state = CallState()  # gymnasium's pending call (call_async), if any
+        self._state = CallState()  # the pending *_async call (step, reset, call), if any
         self._finalizer = weakref.finalize(self, release_actors, self._group.actors)
         self.num_envs = ranges[-1][1]
         self.num_actors = len(ranges)
@@ -115,69 +113,6 @@ class RayVectorBase(ClosableEnvMixin, VectorEnv):
         if self._closed_reason is not None:
             raise ClosedError(f"this {type(self).__name__} is closed ({self._closed_reason});"
                               " create a new one")
-
-    # ----------------------------------------------------------------- sync API
-    def reset(
-        self,
-        *,
-        seed: int | Sequence[int] | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> tuple[Any, dict[str, Any]]:
-        """Reset every env (waiting for, and discarding, any step still in flight).
-
-        ``seed=s`` reseeds env i with ``s + i`` across actors. With
-        ``options={"reset_mask": mask}`` (any env) only the masked envs reset; an actor
-        none of whose envs is masked is not called, and its rows keep the observations of
-        the last synchronous step or reset.
-        """
-        self._check_open()
-        self._state.check_idle("reset")
-        options = self._check_reset_options(options)
-        seeds = None if seed is None else env_seeds(seed, self.num_envs)
-        mask = None
-        if options and "reset_mask" in options:
-            options = dict(options)
-            mask = np.array(check_reset_mask(options.pop("reset_mask"), self.num_envs))
-        self._group.drain()
-        infos_by_actor = self._group.infos
-        indices = [j for j, info in enumerate(infos_by_actor)
-                   if mask is None or mask[info.env_start:info.env_stop].any()]
-        args = []
-        for j in indices:
-            start, stop = infos_by_actor[j].env_start, infos_by_actor[j].env_stop
-            actor_options = options if mask is None else {**(options or {}),
-                                                          "reset_mask": mask[start:stop]}
-            actor_seeds = None if seeds is None else seeds[start:stop]
-            args.append((actor_seeds,) if actor_options is None
-                        else (actor_seeds, actor_options))
-        results = self._group.call_all("reset", args, indices)
-        if seeds is not None:
-            for j in indices:
-                info = infos_by_actor[j]
-                info.seeds = tuple(seeds[info.env_start:info.env_stop])
-        out = lay_rows([obs for obs, _ in results], self._obs,
-                       [infos_by_actor[j].env_start for j in indices])
-        parts: list[dict[str, Any]] = [{} for _ in infos_by_actor]
-        for j, (_, info) in zip(indices, results):
-            parts[j] = info
-        infos = merge_infos(parts, [i.env_stop - i.env_start for i in infos_by_actor])
-        return (copy_module.deepcopy(out) if self.copy else out), infos
-
-    def step(self, actions: Any) -> StepResult:
-        """Step every env once: one Ray task per actor, results gathered in env order."""
-        self._check_open()
-        self._state.check_idle("step")
-        if self._group.in_flight:
-            raise RuntimeError(f"{len(self._group.in_flight)} actors still have a step in "
-                               "flight from send(); recv() them (or reset()) before step()")
-        actions = self._check_actions(actions, self.num_envs)
-        infos = self._group.infos
-        results = self._group.call_all(
-            "step", [(take_rows(actions, slice(i.env_start, i.env_stop)),) for i in infos],
-            range(len(infos)))
-        obs, rewards, terminations, truncations, info = assemble_results(results, self._obs)
-        return ((copy_module.deepcopy(obs) if self.copy else obs), rewards, terminations,
-                truncations, info)
 
     # ----------------------------------------------------------------- async API
     def send(self, actions: Any, env_ids: Any = None) -> None:

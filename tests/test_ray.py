@@ -97,6 +97,41 @@ def test_trajectories_equal_single_machine(ray_env, reference):
                 f"step {t} env {env_id}: Ray env differs from the single-machine ShmVectorEnv")
 
 
+def test_async_pair_equals_the_single_machine_step_and_reset(ray_env, reference):
+    """reset_async/reset_wait and step_async/step_wait give what step and reset give (the
+    single-machine twin's rows: obs, rewards, flags, lives, final_obs, episode stats),
+    through the reference's episode ends."""
+    ray_env.reset_async(seed=SEED)
+    obs, _ = ray_env.reset_wait(timeout=60)
+    assert [_digest(o) for o in obs] == reference["first_obs"]
+    assert [a.seeds for a in ray_env.actor_infos] == [(SEED, SEED + 1), (SEED + 2, SEED + 3)]
+    for t in range(STEPS):
+        ray_env.step_async(reference["actions"][t])
+        rows = _rows(*ray_env.step_wait())
+        assert rows == reference["steps"][t], f"step {t}: step_wait differs from step"
+
+
+def test_async_pair_misuse_raises_gymnasium_errors(ray_env):
+    from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
+
+    actions = np.zeros(NUM_ENVS, dtype=int)
+    ray_env.reset()
+    with pytest.raises(NoAsyncCallError, match="without any prior call to `step_async`"):
+        ray_env.step_wait()
+    ray_env.step_async(actions)
+    with pytest.raises(AlreadyPendingCallError, match="pending call to `step`"):
+        ray_env.step_async(actions)
+    with pytest.raises(AlreadyPendingCallError, match="pending call to `step`"):
+        ray_env.reset_async()
+    ray_env.step_wait()
+    with pytest.raises(ValueError, match="takes no options"):
+        ray_env.reset_async(options={"mode": 1})
+    ray_env.reset_async()
+    with pytest.raises(NoAsyncCallError, match="without any prior call to `step_async`"):
+        ray_env.step_wait()
+    ray_env.reset_wait()
+
+
 def test_async_serves_every_env_with_its_own_trajectory(ray_env, reference):
     """Each env's t-th result under async send/recv equals its t-th step in the sync run."""
     ray_env.reset(seed=SEED)

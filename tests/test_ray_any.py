@@ -1,6 +1,7 @@
 """shmenv.ray.AsyncVectorEnv: any gymnasium env over Ray actors gives what gymnasium's
 SyncVectorEnv gives on the same env functions, seeds and actions (2 actors x 2 CartPoles,
-one worker each, on a local Ray cluster this module starts); ``call``, ``get_attr``,
+one worker each, on a local Ray cluster this module starts), also through gymnasium's
+async pair (``step_async``/``step_wait``, ``reset_async``/``reset_wait``); ``call``, ``get_attr``,
 ``set_attr`` and ``render`` answer across actors what the local ``shmenv.AsyncVectorEnv``
 and SyncVectorEnv answer, with gymnasium's errors for misuse; batches of Dict and Tuple
 spaces are split among actors and laid end to end row for row."""
@@ -95,6 +96,59 @@ def test_async_serves_every_env_its_own_trajectory(ray_env, reference):
         ray_env.send(actions[served[env_ids], env_ids], env_ids)
     ray_env.reset()  # drains the steps still in flight
     assert (served > 0).all(), f"some env was never served: {served}"
+
+
+@needs_async
+def test_async_pair_gives_what_step_and_reset_give(ray_env, reference):
+    """reset_async/reset_wait and step_async/step_wait return exactly what a twin's
+    reset and step return (obs, rewards, flags, infos, env order), episode ends included."""
+    twin = SyncVectorEnv(ENV_FNS)
+    try:
+        ray_env.reset_async(seed=SEED)
+        assert data_equivalence(ray_env.reset_wait(), twin.reset(seed=SEED), exact=True)
+        ends = 0
+        for t in range(40):
+            ray_env.step_async(reference["actions"][t])
+            got = ray_env.step_wait(timeout=60)
+            want = twin.step(reference["actions"][t])
+            assert data_equivalence(got, want, exact=True), f"step {t}: {got} != {want}"
+            ends += int(np.sum(got[2] | got[3]))
+        assert ends >= 1, "no episode ended: autoreset went untested"
+    finally:
+        twin.close()
+
+
+@needs_async
+def test_async_pair_misuse_raises_gymnasium_errors(ray_env):
+    """One pending step/reset/call at a time, no wait without its async half, with
+    gymnasium's errors and messages; a refused call leaves the pending one intact."""
+    actions = np.zeros(NUM_ENVS, dtype=int)
+    ray_env.reset(seed=SEED)
+    for verb in ("step", "reset"):
+        with pytest.raises(NoAsyncCallError, match=f"Calling `{verb}_wait` without any "
+                                                   f"prior call to `{verb}_async`"):
+            getattr(ray_env, f"{verb}_wait")()
+    ray_env.step_async(actions)
+    pending = "while waiting for a pending call to `step` to complete"
+    for misuse, what in ((lambda: ray_env.step_async(actions), "step_async"),
+                         (ray_env.reset_async, "reset_async"),
+                         (lambda: ray_env.call_async("render"), "call_async"),
+                         (lambda: ray_env.send(actions), "send")):
+        with pytest.raises(AlreadyPendingCallError, match=f"Calling `{what}` {pending}"):
+            misuse()
+    with pytest.raises(NoAsyncCallError, match="Calling `reset_wait`"):
+        ray_env.reset_wait()
+    with pytest.raises(ValueError, match="timeout must be None"):
+        ray_env.step_wait(timeout=0)
+    assert ray_env.step_wait()[0].shape == (NUM_ENVS, 4)
+    ray_env.reset_async(seed=SEED)
+    with pytest.raises(AlreadyPendingCallError, match="pending call to `reset`"):
+        ray_env.step_async(actions)
+    ray_env.reset_wait()
+    ray_env.send(actions)
+    with pytest.raises(RuntimeError, match="still have a step in flight from send"):
+        ray_env.step_async(actions)
+    ray_env.reset()  # drains the step from send()
 
 
 @needs_async
@@ -261,19 +315,35 @@ def test_call_misuse_raises_gymnasium_errors(ray_env):
 
 
 @needs_async
-def test_a_call_that_does_not_answer_in_time_closes_the_env(ray_session):
+@pytest.mark.parametrize("kind", ["call", "step"])
+def test_a_wait_past_its_timeout_closes_the_env(ray_session, kind):
+    """call_wait and step_wait past their ``timeout`` name the late actor and close the
+    env (every actor released), as a local worker that does not answer does."""
     import shmenv.ray as shmenv_ray
 
     env = shmenv_ray.AsyncVectorEnv([napping_env(0), napping_env(1)], num_actors=2,
                                     workers_per_actor=1)
     try:
-        assert env.call("nap", 0) == (None, None)
-        env.call_async("nap", 3)  # closing waits for the actors to finish it
+        env.reset(seed=SEED)
+        if kind == "call":
+            assert env.call("nap", 0) == (None, None)
+            env.call_async("nap", 3)  # closing waits for the actors to finish it
+            wait = env.call_wait
+        else:
+            env.set_attr("sleep_s", 3)
+            env.step_async(np.zeros(2, dtype=int))
+            wait = env.step_wait
         with pytest.raises(shmenv.WorkerTimeoutError,
-                           match=r"shmenv Ray actor \d \(env \d.* did not answer within 0.5 s"):
-            env.call_wait(timeout=0.5)
+                           match=r"shmenv Ray actor \d \(env \d.* did not answer within 0.5 s"
+                           ) as caught:
+            wait(timeout=0.5)
+        assert isinstance(caught.value, TimeoutError)
         with pytest.raises(ClosedEnvironmentError):
             env.call("render")
+        for method, args in (("step_async", (np.zeros(2, dtype=int),)), ("step_wait", ()),
+                             ("reset_async", ()), ("reset_wait", ())):
+            with pytest.raises(ClosedEnvironmentError):
+                getattr(env, method)(*args)
     finally:
         env.close()
 
