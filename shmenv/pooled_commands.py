@@ -10,7 +10,6 @@ around every call, and closes the block once :attr:`MemberCommands.stopped`.
 from __future__ import annotations
 
 import os
-import struct
 from typing import Any
 
 import numpy as np
@@ -20,16 +19,13 @@ from shmenv.errors import ShmenvError
 from shmenv.pool import FAILURE_GRACE_S, WorkerPool
 from shmenv.pooled_frames import GroupFrames
 from shmenv.pooled_members import Member, Members
-from shmenv.protocol import EACH_RESET, REPLY_DTYPE
+from shmenv.protocol import EACH_RESET, REPLY_DTYPE, record_struct
 
 _RECORD_SIZE = REPLY_DTYPE.itemsize
-# The fields of a record the reference's reply needs, and no others: reward, the episode's
-# return, its length, done, episode_end. Why: unpacking the whole record makes 12 objects
-# per Worker per step where the reply uses 5.
-_MEMBER_REPLY = struct.Struct("<dd8xi14xBxB")
-assert [REPLY_DTYPE.fields[name][1] for name in  # type: ignore[index]
-        ("reward", "episode_return", "episode_length", "done", "episode_end")
-        ] == [0, 8, 24, 42, 44], "the record's layout moved: update _MEMBER_REPLY"
+# The fields of a record the reference's reply needs, and no others. Why: unpacking the
+# whole record makes 12 objects per Worker per step where the reply uses 5.
+_MEMBER_REPLY = record_struct("reward", "episode_return", "episode_length", "done",
+                              "episode_end")
 
 
 class MemberCommands:
