@@ -7,11 +7,12 @@ called from each path that needs it (local, async, Ray).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
 import numpy as np
 from gymnasium.vector import AutoresetMode
+
+from shmenv.sysinfo import usable_cores
 
 DEFAULT_WORKER_SPIN_US = 500.0
 DEFAULT_RELAY_FANOUT = 8
@@ -167,11 +168,7 @@ def spin_budget(worker_spin_us: float | None, num_workers: int) -> float:
     """The workers' spin-then-sleep budget in µs: by default spin only when every worker
     can have a core of its own (never on an oversubscribed machine)."""
     if worker_spin_us is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # no sched_getaffinity (macOS, Windows)
-            cores = os.cpu_count() or 1
-        return DEFAULT_WORKER_SPIN_US if num_workers <= cores else 0.0
+        return DEFAULT_WORKER_SPIN_US if num_workers <= usable_cores() else 0.0
     if (isinstance(worker_spin_us, bool) or not isinstance(worker_spin_us, (int, float))
             or not 0 <= worker_spin_us < math.inf):  # also rejects NaN
         raise ValueError(f"worker_spin_us must be a finite number >= 0, got {worker_spin_us!r}")
