@@ -21,17 +21,25 @@ a key is either a column or in ``rest`` within one worker, so the first env that
 still decides its dtype, and ``final_obs``/``final_info`` keys never meet the others.
 
 Most envs that have infos return the same few numbers every step (MuJoCo's positions and
-reward terms): those skip the pickle both ways. A worker whose every env returned an info
-with the same keys, each value of one plain-number type per key, writes them into its rows
-of the block's info columns (:class:`InfoColumns`, one column per key, learned from the
-first such step and told to the main once, as ``block_keys``); its reply is then the one
-byte :data:`IN_BLOCK`, and the main copies each column's rows with one numpy assignment
-(:meth:`InfoMerger.merge_block`), as it would the same values from a pickled column.
+reward terms, Humanoid's two-element tendon arrays): those skip the pickle both ways. A
+worker whose envs returned infos with the same keys, each value of one plain-number type
+(or a numeric array of one shape and dtype) per key, writes them into its rows of the
+block's info columns (:class:`InfoColumns`, a column per key, an array taking one slot per
+element; learned from the first such step and told to the main once, as ``block_keys``).
+When every env's info fits, its reply is the one byte :data:`IN_BLOCK` and the main copies
+each column's rows with one numpy assignment (:meth:`InfoMerger.merge_block`). When only
+some do (the envs that just reset return a reset's info), the others are listed and
+pickled, and the reply names them (``skipped``), so that a Humanoid worker whose 32 envs
+see a reset nearly every step still sends most of its infos through the block. A listed
+env whose value for a column's key has another type makes the whole step pickled: the
+first env's type decides a key's dtype, and merging columns before the rest must not
+change which one that is.
 """
 
 from __future__ import annotations
 
-from operator import itemgetter
+from math import prod
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -40,15 +48,19 @@ from gymnasium.vector import VectorEnv
 PLAIN_TYPES = (int, float, bool)
 INFO_SLOTS = 16  # the block's info columns: at most this many keys skip the pickle
 IN_BLOCK = b"\x01"  # a worker's whole reply when its infos are all in the block's columns
-BlockKeys = tuple[tuple[str, str], ...]  # (key, dtype) of each info column, in slot order
+# (key, dtype, shape) of each info column, in slot order; shape () for a number
+BlockKeys = tuple[tuple[str, str, tuple[int, ...]], ...]
 Packed = tuple[list[tuple[int, Any, Any]], dict[str, tuple[list[int], str, list[Any]]],
-               list[tuple[int, dict[str, Any]]], BlockKeys | None]
+               list[tuple[int, dict[str, Any]]], BlockKeys | None, list[int]]
+_SHAPE_DTYPE = attrgetter("shape", "dtype")
 
 
 def pack_infos(finals: list[tuple[int, Any, Any]], infos: list[tuple[int, dict[str, Any]]],
-               block_keys: BlockKeys | None = None) -> Packed:
-    """A worker's infos of one step (``infos``: ``(env, info)`` in env order; none if
-    ``block_keys`` says they are in the block's info columns)."""
+               block_keys: BlockKeys | None = None, skipped: list[int] | None = None
+               ) -> Packed:
+    """A worker's infos of one step (``infos``: ``(env, info)`` in env order, the listed
+    ones). With ``block_keys``, the infos of the worker's other envs are in the block's
+    info columns: all but the envs ``skipped``."""
     columns: dict[str, tuple[list[int], list[Any]]] = {}
     mixed: set[str] = set()
     for env, info in infos:
@@ -75,19 +87,23 @@ def pack_infos(finals: list[tuple[int, Any, Any]], infos: list[tuple[int, dict[s
     for key, (envs, values) in columns.items():
         array = np.array(values, dtype=type(values[0]))
         packed[key] = (envs, array.dtype.str, array.tolist())
-    return finals, packed, rest, block_keys
+    return finals, packed, rest, block_keys, skipped or []
 
 
-def _column_type(value: Any) -> type | None:
-    """The type a block column may hold ``value`` as (gymnasium batches it as that dtype),
-    or None: not a plain number, or wider than a column's 8 bytes."""
+def _column_spec(value: Any) -> tuple[type, np.dtype, tuple[int, ...]] | None:
+    """The type, dtype and shape a block column may hold ``value`` as (gymnasium batches
+    a number as an array of its type, an array as one of its shape and dtype), or None:
+    not a number or a numeric array, or an element wider than a column's 8 bytes."""
     kind = type(value)
     if kind in PLAIN_TYPES:
-        return kind
-    if issubclass(kind, np.number):  # not timedelta64 (a number whose unit is its dtype's)
-        dtype = np.dtype(kind)
-        return kind if dtype.kind in "biufc" and dtype.itemsize <= 8 else None
-    return None
+        return kind, np.dtype(kind), ()
+    if kind is np.ndarray and value.size:
+        dtype, shape = value.dtype, value.shape
+    elif issubclass(kind, np.number):  # not timedelta64 (a number whose unit is its dtype's)
+        dtype, shape = np.dtype(kind), ()
+    else:
+        return None
+    return (kind, dtype, shape) if dtype.kind in "biufc" and dtype.itemsize <= 8 else None
 
 
 class InfoColumns:
@@ -98,24 +114,34 @@ class InfoColumns:
         self.raw, self.start, self.stop = raw, start, stop
         self.keys: tuple[str, ...] = ()
         self.types: tuple[type, ...] = ()
+        self.arrays: tuple[tuple[tuple[int, ...], np.dtype] | None, ...] = ()  # per column
         self._get: Any = None  # itemgetter of the keys
         self.columns: list[np.ndarray] = []
         self.block_keys: BlockKeys = ()
         self.told = False  # whether the main has these block_keys (else they go with them)
 
-    def write(self, infos: list[dict[str, Any]]) -> bool:
-        """Write one step's infos (one per env, in env order) into the columns, if each has
-        exactly the keys learned (else learned now from the first one) with their types."""
-        values = self._gather(infos)
-        if values is None:
-            if not self._learn(infos[0]):
-                return False
+    def write(self, infos: list[dict[str, Any]]) -> list[int] | None:
+        """Write one step's infos (one per env, in env order) into the columns, learning
+        them from the first info if none of them fits the columns known. Returns the
+        positions of the envs whose info is not in the columns (to be listed), or None
+        if this step's infos cannot use the columns at all."""
+        for learned in (False, True):
             values = self._gather(infos)
-            if values is None:
-                return False
-        for column, column_values in zip(self.columns, values):
-            column[:] = column_values
-        return True
+            if values is not None:
+                for column, column_values in zip(self.columns, values):
+                    column[:] = column_values
+                return []
+            fits, rows = self._split(infos) or ([], [])
+            if fits:
+                values = list(zip(*rows)) if len(self.keys) > 1 else [rows]
+                for column, column_values in zip(self.columns, values):
+                    column[fits] = column_values
+                fitting = set(fits)
+                return [j for j in range(len(infos)) if j not in fitting]
+            first = next((info for info in infos if info), None)
+            if learned or first is None or not self._learn(first):
+                return None
+        return None
 
     def _gather(self, infos: list[dict[str, Any]]) -> list[Any] | None:
         """Each column's values, or None if an info has other keys or a value another type.
@@ -133,33 +159,88 @@ class InfoColumns:
         if len(rows) != len(infos):
             return None
         values = list(zip(*rows)) if count > 1 else [rows]
-        for kind, column_values in zip(self.types, values):
+        for kind, array, column_values in zip(self.types, self.arrays, values):
             kinds = set(map(type, column_values))
             if len(kinds) != 1 or kind not in kinds:
                 return None
+            if array is not None and set(map(_SHAPE_DTYPE, column_values)) != {array}:
+                return None
         return values
+
+    def _split(self, infos: list[dict[str, Any]]) -> tuple[list[int], list[Any]] | None:
+        """The positions of the infos that fit the columns and their rows of values; None
+        if an info that does not fit has a column's key with a value of another type or
+        shape (merged first from the columns, that key could get another dtype than the
+        first env's, which gymnasium uses)."""
+        if not self.keys:
+            return None
+        count, get = len(self.keys), self._get
+        specs = dict(zip(self.keys, zip(self.types, self.arrays)))
+        fits, rows = [], []
+        for j, info in enumerate(infos):
+            if len(info) == count:
+                try:
+                    row = get(info) if count > 1 else (get(info),)
+                except KeyError:
+                    row = None
+                if row is not None and all(map(self._fits, row, self.types, self.arrays)):
+                    fits.append(j)
+                    rows.append(row if count > 1 else row[0])
+                    continue
+            for key, value in info.items():
+                spec = specs.get(key)
+                if spec is not None and not self._fits(value, *spec):
+                    return None
+        return fits, rows
+
+    @staticmethod
+    def _fits(value: Any, kind: type, array: tuple[tuple[int, ...], np.dtype] | None) -> bool:
+        return type(value) is kind and (array is None or _SHAPE_DTYPE(value) == array)
 
     def _learn(self, info: dict[str, Any]) -> bool:
         """Take ``info``'s keys and types as the columns' (False: it cannot be columns, or
         already is, so the step that did not match stays pickled)."""
-        types = tuple(_column_type(value) for value in info.values())
+        specs = [_column_spec(value) for value in info.values()]
         keys = tuple(info)
-        if (not keys or len(keys) > INFO_SLOTS or None in types or "final_obs" in keys
-                or (keys, types) == (self.keys, self.types)):
+        if (not keys or None in specs or "final_obs" in keys
+                or sum(prod(spec[2]) for spec in specs if spec) > INFO_SLOTS):
             return False
-        dtypes = [np.dtype(kind) for kind in types]  # type: ignore[arg-type]
-        self.keys, self.types = keys, types  # type: ignore[assignment]
+        types = tuple(spec[0] for spec in specs if spec)
+        arrays = tuple((spec[2], spec[1]) if spec[0] is np.ndarray else None
+                       for spec in specs if spec)
+        if (keys, types, arrays) == (self.keys, self.types, self.arrays):
+            return False
+        self.keys, self.types, self.arrays = keys, types, arrays
         self._get = itemgetter(*keys)
-        self.columns = [column_view(self.raw, slot, dtype)[self.start:self.stop]
-                        for slot, dtype in enumerate(dtypes)]
-        self.block_keys = tuple((key, dtype.str) for key, dtype in zip(keys, dtypes))
+        self.block_keys = tuple((key, spec[1].str, spec[2])
+                                for key, spec in zip(keys, specs) if spec)
+        self.columns = [view[self.start:self.stop]
+                        for _key, view in column_views(self.raw, self.block_keys)]
         self.told = False
         return True
 
 
-def column_view(raw: np.ndarray, slot: int, dtype: np.dtype) -> np.ndarray:
-    """Info column ``slot`` of the block's info bytes, as ``num_envs`` values of ``dtype``."""
-    return raw[slot, :raw.shape[1] // 8 * dtype.itemsize].view(dtype)
+def column_views(raw: np.ndarray, block_keys: BlockKeys) -> list[tuple[str, np.ndarray]]:
+    """Each info column of the block's info bytes ``raw`` as ``(key, view)``: a number's
+    column is ``num_envs`` values in one slot, an array's is ``(num_envs, *shape)``, an
+    element per slot (views of ``raw``, which the workers write and the main reads).
+
+    Each env owns 8 bytes of each slot whatever the dtype: workers learn their columns
+    apart, and a float32 column of one worker must not overlap the float64 column another
+    worker keeps in the same slot."""
+    num_envs = raw.shape[1] // 8
+    cells = raw.reshape(raw.shape[0], num_envs, 8)
+    views, slot = [], 0
+    for key, dtype_str, shape in block_keys:
+        dtype = np.dtype(dtype_str)
+        size = prod(shape)
+        elements = cells[slot:slot + size, :, :dtype.itemsize].view(dtype)[..., 0]
+        view = elements.T.reshape(num_envs, *shape) if shape else elements[0]
+        if not np.shares_memory(view, raw):
+            raise AssertionError("an info column must be a view of the block")
+        views.append((key, view))
+        slot += size
+    return views
 
 
 class InfoMerger:
@@ -176,7 +257,7 @@ class InfoMerger:
               position: dict[int, int] | None = None) -> dict[str, Any]:
         """Add one worker's packed infos; ``position`` maps an env to its row in a batch
         (None: the env index is the row)."""
-        finals, columns, rest, _block_keys = packed
+        finals, columns, rest = packed[:3]
         add = self._add_info
         for env, final_obs, final_info in finals:
             row = env if position is None else position[env]
@@ -201,19 +282,32 @@ class InfoMerger:
         return infos
 
     def merge_block(self, infos: dict[str, Any], columns: list[tuple[str, np.ndarray]],
-                    envs: slice, rows: slice) -> None:
+                    envs: slice | np.ndarray, rows: slice | np.ndarray) -> None:
         """Add the info columns ``columns`` (``(key, column)``, a column as in the block)
         of the envs ``envs``, which are the rows ``rows`` of this batch."""
         for key, column in columns:
-            self._assign(infos, key, column.dtype, rows, column[envs])
+            self._assign(infos, key, column.dtype, rows, column[envs], column.shape[1:])
+
+    def clear_rows(self, infos: dict[str, Any], columns: list[tuple[str, np.ndarray]],
+                   rows: list[int]) -> None:
+        """Undo :meth:`merge_block` for the rows ``rows`` (their envs' infos were not in
+        the columns): zero values and False masks, as before any env had the key."""
+        for key, _column in columns:
+            infos[key][rows] = 0
+            infos[f"_{key}"][rows] = False
 
     def _assign(self, infos: dict[str, Any], key: str, dtype: Any, rows: Any,
-                values: Any) -> None:
+                values: Any, shape: tuple[int, ...] = ()) -> None:
         """``infos[key][rows] = values`` and its mask, creating both as ``_add_info``
-        would for the first value (a batch of ``dtype``)."""
+        would for the first value (a batch of ``dtype``, of arrays of ``shape``)."""
         array = infos.get(key)
         if array is None:
-            array = infos[key] = np.zeros(self.num_envs, dtype=dtype)
+            if (isinstance(rows, slice) and rows.start == 0
+                    and rows.stop == self.num_envs):  # a whole batch (one worker's recv)
+                infos[key] = np.array(values, dtype=dtype)
+                infos[f"_{key}"] = self._all_true.copy()
+                return
+            array = infos[key] = np.zeros((self.num_envs, *shape), dtype=dtype)
             mask = infos[f"_{key}"] = np.zeros(self.num_envs, dtype=np.bool_)
         else:
             mask = infos[f"_{key}"]

@@ -17,7 +17,7 @@ import numpy as np
 from gymnasium import Space
 from gymnasium.vector.utils import concatenate, create_empty_array
 
-from shmenv.anyinfos import IN_BLOCK, InfoMerger, Packed, column_view
+from shmenv.anyinfos import IN_BLOCK, InfoMerger, Packed, column_views
 from shmenv.anyspaces import BlockViews
 
 StepResult = tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
@@ -131,14 +131,16 @@ class AnyOutputs:
                rows: slice, position: dict[int, int] | None = None) -> dict[str, Any]:
         """Merge worker ``k``'s packed infos (its envs are the rows ``rows`` of the batch),
         first learning its info columns if it names them."""
-        infos = merger.merge(infos, packed, position)
-        block_keys = packed[3]
+        block_keys, skipped = packed[3], packed[4]
         if block_keys is not None:
-            raw = self.views.infos
-            self._columns[k] = [(key, column_view(raw, slot, np.dtype(dtype)))
-                                for slot, (key, dtype) in enumerate(block_keys)]
-            self._block_keys[k] = block_keys
-            same = self._block_keys.count(block_keys) == len(self._block_keys)
-            self._same_columns = self._columns[k] if same else None
-            merger.merge_block(infos, self._columns[k], self.ranges[k], rows)
-        return infos
+            if block_keys != self._block_keys[k]:
+                self._columns[k] = column_views(self.views.infos, block_keys)
+                self._block_keys[k] = block_keys
+                same = self._block_keys.count(block_keys) == len(self._block_keys)
+                self._same_columns = self._columns[k] if same else None
+            envs = self.ranges[k]
+            merger.merge_block(infos, self._columns[k], envs, rows)
+            if skipped:  # envs whose infos were listed instead (they just reset): not theirs
+                merger.clear_rows(infos, self._columns[k],
+                                  [rows.start + env - envs.start for env in skipped])
+        return merger.merge(infos, packed, position)

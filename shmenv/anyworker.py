@@ -318,15 +318,18 @@ class EnvRunner:
         observation of this worker."""
         block_keys = None
         listed: list[tuple[int, dict[str, Any]]] = []
-        if not any(infos):  # CartPole's every step: nothing to list
-            pass
-        elif columns and all(infos) and self.info_columns.write(infos):
-            if self.info_columns.told and not finals and self.obs_in_block:
+        skipped: list[int] = []
+        unfit = None if not columns or not any(infos) else self.info_columns.write(infos)
+        if unfit is None:  # CartPole's every step has no info: nothing to list
+            listed = [(self.start + j, info) for j, info in enumerate(infos) if info]
+        else:
+            if not unfit and self.info_columns.told and not finals and self.obs_in_block:
                 return IN_BLOCK
             block_keys, self.info_columns.told = self.info_columns.block_keys, True
-        else:
-            listed = [(self.start + j, info) for j, info in enumerate(infos) if info]
-        packed = (pack_infos(finals, listed, block_keys)
+            skipped = [self.start + j for j in unfit]
+            listed = [(env, infos[env - self.start]) for env in skipped
+                      if infos[env - self.start]]
+        packed = (pack_infos(finals, listed, block_keys, skipped)
                   if finals or listed or block_keys else None)
         if not self.obs_in_block:
             return pickle.dumps((self.last_obs, packed), PICKLE_PROTOCOL)

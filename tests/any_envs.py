@@ -102,17 +102,18 @@ class RichEnv(gym.Env):
 
 
 class NumericInfoEnv(RichEnv):
-    """Infos of a few numbers every step, as MuJoCo's envs return them, with the changes a
-    worker's info columns must notice: an episode whose infos have one key more, a step
-    whose value is of another type, a reset whose info has other keys."""
+    """Infos of a few numbers and a small array every step, as MuJoCo's envs return them,
+    with the changes a worker's info columns must notice: an episode whose infos have one
+    key more, a step whose value is of another type, a reset whose info has fewer keys."""
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, info = super().reset(seed=seed, options=options)
-        return obs, {**info, "x": 0.0}
+        return obs, {**info, "x": 0.0, "pos": np.zeros(2)}
 
     def step(self, action: Any):
         obs, reward, terminated, truncated, _info = super().step(action)
-        info: dict[str, Any] = {"x": reward, "n": self.t, "f": np.float32(self.t / 4)}
+        info: dict[str, Any] = {"x": reward, "n": self.t, "f": np.float32(self.t / 4),
+                                "pos": np.array([reward, -self.t])}
         if self.t == 3:
             info["n"] = float(self.t)  # the same key, another type
         if self.resets % 3 == 0:

@@ -203,32 +203,126 @@ def test_packed_infos_merge_exactly_as_gymnasium():
     assert ours["a"].dtype == np.int64 and ours["n"].dtype == np.float32
 
 
+def _merged_from_block(raw, block_keys, envs, rows, num_envs) -> dict:
+    from shmenv.anyinfos import InfoMerger, column_views
+
+    ours: dict = {}
+    InfoMerger(num_envs).merge_block(ours, column_views(raw, block_keys), envs, rows)
+    return ours
+
+
+def _add_infos(per_env: dict[int, dict], num_envs: int) -> dict:
+    """gymnasium's own merge of ``{env: info}``, env by env."""
+    from shmenv.anyinfos import InfoMerger
+
+    merger, expected = InfoMerger(num_envs), {}
+    for env, info in sorted(per_env.items()):
+        expected = merger._add_info(expected, info, env)
+    return expected
+
+
 def test_info_columns_take_steady_numbers_only():
     """A worker's infos go into the block's info columns when every env has the same keys
     with one plain-number type per key; the main's copy equals _add_info's merge. Anything
-    else (another type, a missing key, np.bool_, timedelta64, more keys than columns) stays
-    pickled."""
-    from shmenv.anyinfos import INFO_SLOTS, InfoColumns, InfoMerger, column_view
+    else (another type, np.bool_, timedelta64, more keys than columns) stays pickled."""
+    from shmenv.anyinfos import INFO_SLOTS, InfoColumns
 
     raw = np.zeros((INFO_SLOTS, 8 * 4), np.uint8)
     columns = InfoColumns(raw, 1, 4)  # a worker of envs 1-3 out of 4
     infos = [{"x": 0.5 * i, "n": i, "f": np.float32(i) / 3, "b": i % 2 == 0}
              for i in range(1, 4)]
-    assert columns.write(infos)
-    assert columns.block_keys == (("x", "<f8"), ("n", "<i8"), ("f", "<f4"), ("b", "|b1"))
-    merger = InfoMerger(4)
-    ours: dict = {}
-    merger.merge_block(ours, [(key, column_view(raw, slot, np.dtype(dtype)))
-                              for slot, (key, dtype) in enumerate(columns.block_keys)],
-                       slice(1, 4), slice(1, 4))
-    expected: dict = {}
-    for env, info in enumerate(infos, start=1):
-        expected = merger._add_info(expected, info, env)
-    assert_same(ours, expected, "merged infos")
-    assert not columns.write([*infos[:2], {**infos[2], "n": 3.0}])
-    assert not columns.write([*infos[:2], {"x": 1.0, "n": 1, "f": np.float32(1)}])
-    assert not columns.write([{"flag": np.bool_(True)}] * 3)
-    assert not columns.write([{"wait": np.timedelta64(1, "s")}] * 3)
-    assert not columns.write([{f"k{i}": i for i in range(INFO_SLOTS + 1)}] * 3)
-    assert columns.write([{"y": 1}] * 3) and columns.block_keys == (("y", "<i8"),)
+    assert columns.write(infos) == []
+    assert columns.block_keys == (("x", "<f8", ()), ("n", "<i8", ()), ("f", "<f4", ()),
+                                  ("b", "|b1", ()))
+    assert_same(_merged_from_block(raw, columns.block_keys, slice(1, 4), slice(1, 4), 4),
+                _add_infos(dict(enumerate(infos, start=1)), 4), "merged infos")
+    assert columns.write([*infos[:2], {**infos[2], "n": 3.0}]) is None
+    assert columns.write([{"flag": np.bool_(True)}] * 3) is None
+    assert columns.write([{"wait": np.timedelta64(1, "s")}] * 3) is None
+    assert columns.write([{f"k{i}": i for i in range(INFO_SLOTS + 1)}] * 3) is None
+    assert columns.write([{"y": 1}] * 3) == [] and columns.block_keys == (("y", "<i8", ()),)
 
+
+def test_info_columns_take_numeric_arrays_an_element_per_slot():
+    """A numeric array of one shape and dtype per key (Humanoid's tendon lengths) is a
+    column of (num_envs, *shape), one slot per element: merged as _add_info batches it.
+    Arrays of another shape or dtype, object or empty arrays, or more elements than slots
+    stay pickled."""
+    from shmenv.anyinfos import INFO_SLOTS, InfoColumns
+
+    raw = np.zeros((INFO_SLOTS, 8 * 5), np.uint8)
+    columns = InfoColumns(raw, 2, 5)
+    infos = [{"x": float(i), "tendon": np.array([i, -i], np.float64),
+              "grid": np.arange(6, dtype=np.int32).reshape(2, 3) * i,
+              "mask": np.array([True, i % 2 == 0])} for i in range(3)]
+    assert columns.write(infos) == []
+    assert columns.block_keys == (("x", "<f8", ()), ("tendon", "<f8", (2,)),
+                                  ("grid", "<i4", (2, 3)), ("mask", "|b1", (2,)))
+    ours = _merged_from_block(raw, columns.block_keys, slice(2, 5), slice(2, 5), 5)
+    assert_same(ours, _add_infos({2 + j: info for j, info in enumerate(infos)}, 5),
+                "merged array infos")
+    assert ours["grid"].shape == (5, 2, 3) and ours["grid"].dtype == np.int32
+    assert columns.write([*infos[:2], {**infos[2], "tendon": np.zeros(3)}]) is None
+    assert columns.write([*infos[:2], {**infos[2], "tendon": np.zeros(2, np.float32)}]) is None
+    assert columns.write([{"o": np.array([None, 1])}] * 3) is None
+    assert columns.write([{"e": np.zeros(0)}] * 3) is None
+    assert columns.write([{"big": np.zeros(INFO_SLOTS + 1)}] * 3) is None
+
+
+def test_info_columns_skip_the_envs_that_just_reset():
+    """In a step where some envs return another info (a reset's, or none), the others
+    still go through the columns and the reply names the ones listed; merged, equal to
+    _add_info's. A listed env whose value for a column's key has another type (it could
+    decide that key's dtype) makes the whole step listed."""
+    from shmenv.anyinfos import INFO_SLOTS, InfoColumns, InfoMerger, column_views, pack_infos
+
+    raw = np.zeros((INFO_SLOTS, 8 * 6), np.uint8)
+    columns = InfoColumns(raw, 2, 6)  # envs 2-5 of 6
+
+    def step_info(i: int) -> dict:
+        return {"x": 0.5 * i, "tendon": np.array([i, 2.0 * i]), "n": i}
+
+    reset_info = {"x": 0.0, "tendon": np.zeros(2)}
+    assert columns.write([step_info(i) for i in range(4)]) == []
+    for infos in ([reset_info, step_info(1), {}, step_info(3)],
+                  [step_info(0), {"other": "text"}, step_info(2), reset_info]):
+        skipped = columns.write(infos)
+        assert skipped == [j for j, info in enumerate(infos)
+                           if info.keys() != {"x", "tendon", "n"}]
+        listed = [(2 + j, infos[j]) for j in skipped if infos[j]]
+        merger, views, ours = InfoMerger(6), column_views(raw, columns.block_keys), {}
+        merger.merge_block(ours, views, slice(2, 6), slice(2, 6))  # as the main does
+        merger.clear_rows(ours, views, [2 + j for j in skipped])
+        ours = merger.merge(ours, pack_infos([], listed, columns.block_keys,
+                                             [2 + j for j in skipped]))
+        expected = _add_infos({2 + j: info for j, info in enumerate(infos) if info}, 6)
+        assert_same(ours, expected, f"partial step {infos}")
+    assert columns.write([step_info(0), {"x": 1}, step_info(2), step_info(3)]) is None
+    assert columns.write([{}, {}, {}, {}]) is None
+
+
+def test_workers_with_other_columns_in_a_slot_do_not_overlap():
+    """Two workers learn their columns apart: a float32 column of one and a float64 one of
+    the other in the same slot keep each env's values (each env owns 8 bytes per slot)."""
+    from shmenv.anyinfos import INFO_SLOTS, InfoColumns, column_views
+
+    raw = np.zeros((INFO_SLOTS, 8 * 4), np.uint8)
+    first, second = InfoColumns(raw, 0, 2), InfoColumns(raw, 2, 4)
+    assert first.write([{"a": 1.5, "p": np.array([2.5, 3.5])}] * 2) == []
+    assert second.write([{"f": np.float32(0.5), "q": np.array([7, 8], np.int16)}] * 2) == []
+    views = dict(column_views(raw, first.block_keys))
+    assert views["a"][:2].tolist() == [1.5, 1.5]
+    assert views["p"][:2].tolist() == [[2.5, 3.5]] * 2
+    views = dict(column_views(raw, second.block_keys))
+    assert views["f"][2:].tolist() == [0.5, 0.5] and views["q"][2:].tolist() == [[7, 8]] * 2
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_humanoid_matches_sync_vector_env(mode, no_leaked_segments):
+    """A heavy MuJoCo env made by gym.make: its infos (numbers and two-element arrays,
+    fewer keys at reset) through the block's columns, falls and resets, equal to
+    SyncVectorEnv's, relayed or not."""
+    pytest.importorskip("mujoco")
+    fns = [lambda: gym.make("Humanoid-v5") for _ in range(NUM_ENVS)]
+    assert run_both(fns, 40, mode) > 3
+    assert run_both(fns, 25, mode, num_workers=5, relay_fanout=2) > 1
