@@ -48,6 +48,9 @@ class ReadyBatches:
         self.workers_in_flight = 0
         self._poller = select.poll()
         self._fd_worker = {fd: index for index, fd in enumerate(pool.fds)}
+        # The env ids of the last batch chosen, and its workers: the ids a recv() returned,
+        # which the next send() gives back (no need to check them again).
+        self._last_batch: tuple[np.ndarray, list[int]] = (np.empty(0, np.int64), [])
 
     @property
     def envs_in_flight(self) -> int:
@@ -55,6 +58,11 @@ class ReadyBatches:
 
     def workers_of(self, env_ids: object) -> list[int]:
         """The workers whose envs ``env_ids`` lists: whole workers, none in flight."""
+        last_ids, last_workers = self._last_batch
+        if (isinstance(env_ids, np.ndarray) and env_ids.shape == last_ids.shape
+                and env_ids.dtype == last_ids.dtype and np.array_equal(env_ids, last_ids)
+                and all(self._seq[w] < 0 for w in last_workers)):
+            return last_workers  # the ids the last recv() returned: checked then
         ids = check_env_ids(env_ids, self.num_envs)
         counts = np.bincount(self._worker_of_env[ids], minlength=len(self.ranges))
         partial = np.flatnonzero((counts > 0) & (counts != self._sizes))
@@ -121,7 +129,10 @@ class ReadyBatches:
                 self._seq[index] = -1
                 self.workers_in_flight -= 1
                 chosen.append(index)
-        return sorted(chosen)
+        chosen.sort()
+        ids = np.concatenate([np.arange(*self.ranges[w]) for w in chosen])
+        self._last_batch = ids, chosen
+        return chosen
 
 
 class BatchMixin:
