@@ -100,6 +100,8 @@ def test_batch_misuse_is_named(no_leaked_segments):
         with pytest.raises(ValueError, match=r"shape \(2,\).* env_ids of this send\(\)"):
             envs.send(np.array([0, 1, 2]), infos["env_id"])
         envs.send(np.zeros(2, dtype=np.int64), infos["env_id"])
+        with pytest.raises(ValueError, match="already in flight"):  # the same ids again
+            envs.send(np.zeros(2, dtype=np.int64), infos["env_id"].copy())
         envs.recv()
         envs.recv()
         with pytest.raises(RuntimeError, match="only 0 are in flight"):
