@@ -28,10 +28,15 @@ mkdir -p "$R" "$P"
 "$PY" -m shmenv bench anyenv --env CartPole-v1 --num-envs 64 --seconds "$SECONDS_PER_RUN" \
     --rounds "$ROUNDS" --warmup "$WARMUP" \
     --json "$R/anyenv_cartpole.json" --plot "$P/anyenv_cartpole.png"
-# Skipped, with a line saying so, where gymnasium[mujoco] is not installed.
+# The MuJoCo envs, with first-ready batches too (skipped, with a line saying so, where
+# gymnasium[mujoco] is not installed).
+MUJOCO_CONTENDERS=ceiling,shmenv,shmenv-async,gymnasium-async,gymnasium-sync,sb3,envpool
 "$PY" -m shmenv bench anyenv --env HalfCheetah-v5 --num-envs 64 --seconds "$SECONDS_PER_RUN" \
-    --rounds "$ROUNDS" --warmup "$WARMUP" \
+    --rounds "$ROUNDS" --warmup "$WARMUP" --only "$MUJOCO_CONTENDERS" \
     --json "$R/anyenv_halfcheetah.json" --plot "$P/anyenv_halfcheetah.png"
+"$PY" -m shmenv bench anyenv --env Humanoid-v5 --num-envs 64 --seconds "$SECONDS_PER_RUN" \
+    --rounds "$ROUNDS" --warmup "$WARMUP" --only "$MUJOCO_CONTENDERS" \
+    --json "$R/anyenv_humanoid.json" --plot "$P/anyenv_humanoid.png"
 "$PY" -m shmenv bench layouts --json "$R/layouts.json" --plot "$P/layouts.png"
 "$PY" -m shmenv bench profile --json "$R/profile_labml.json"
 "$PY" -m shmenv bench profile --maxpool standard --json "$R/profile_standard.json"

@@ -23,6 +23,7 @@ SECTIONS = {
     "startup": ("startup", "startup"),
     "anyenv_cartpole": ("anyenv_cartpole", "anyenv"),
     "anyenv_halfcheetah": ("anyenv_halfcheetah", "anyenv"),
+    "anyenv_humanoid": ("anyenv_humanoid", "anyenv"),
     "layouts": ("layouts", "layouts"),
     "profile_labml": ("profile_labml", "profile_step"),
     "profile_standard": ("profile_standard", "profile_step"),

@@ -32,6 +32,8 @@ GOALS: tuple[Goal, ...] = (
     Goal("anyenv", "shmenv / gymnasium Async (goal >= 10)", "shmenv", "gymnasium-async"),
     Goal("anyenv", "shmenv / gymnasium Sync (goal >= 1.0)", "shmenv", "gymnasium-sync"),
     Goal("anyenv", "shmenv / ceiling (goal >= 0.90 on a heavier env)", "shmenv", "ceiling"),
+    Goal("anyenv", "shmenv n/2 batches / ceiling (goal >= 0.90 on a heavier env)",
+         "shmenv-async", "ceiling"),
     Goal("anyenv", "shmenv / SB3 SubprocVecEnv", "shmenv", "sb3"),
     Goal("anyenv", "shmenv / envpool", "shmenv", "envpool"),
 )
