@@ -205,15 +205,16 @@ class InfoColumns:
         if (not keys or None in specs or "final_obs" in keys
                 or sum(prod(spec[2]) for spec in specs if spec) > INFO_SLOTS):
             return False
-        types = tuple(spec[0] for spec in specs if spec)
-        arrays = tuple((spec[2], spec[1]) if spec[0] is np.ndarray else None
-                       for spec in specs if spec)
+        known = [spec for spec in specs if spec]  # all of them (for the type checker)
+        types = tuple(kind for kind, _dtype, _shape in known)
+        arrays = tuple((shape, dtype) if kind is np.ndarray else None
+                       for kind, dtype, shape in known)
         if (keys, types, arrays) == (self.keys, self.types, self.arrays):
             return False
         self.keys, self.types, self.arrays = keys, types, arrays
         self._get = itemgetter(*keys)
-        self.block_keys = tuple((key, spec[1].str, spec[2])
-                                for key, spec in zip(keys, specs) if spec)
+        self.block_keys = tuple((key, dtype.str, shape)
+                                for key, (_kind, dtype, shape) in zip(keys, known))
         self.columns = [view[self.start:self.stop]
                         for _key, view in column_views(self.raw, self.block_keys)]
         self.told = False

@@ -320,7 +320,7 @@ class EnvRunner:
         listed: list[tuple[int, dict[str, Any]]] = []
         skipped: list[int] = []
         unfit = None if not columns or not any(infos) else self.info_columns.write(infos)
-        if unfit is None:  # CartPole's every step has no info: nothing to list
+        if unfit is None:  # no column fits (CartPole has no infos at all): list them
             listed = [(self.start + j, info) for j, info in enumerate(infos) if info]
         else:
             if not unfit and self.info_columns.told and not finals and self.obs_in_block:
