@@ -53,9 +53,10 @@ class CallState:
     def check_idle(self, what: str) -> None:
         """Raise ``AlreadyPendingCallError`` if a call waits for its ``*_wait``."""
         if self.state is not AsyncState.DEFAULT:
+            end = "" if what == "reset_async" else "."  # gymnasium's messages, to the letter
             raise AlreadyPendingCallError(
                 f"Calling `{what}` while waiting for a pending call to `{self.state.value}` "
-                "to complete.", self.state.value)
+                f"to complete{end}", self.state.value)
 
     def begin(self, state: AsyncState) -> None:
         """A ``*_async`` sent its commands (the caller checked :meth:`check_idle`)."""

@@ -44,7 +44,7 @@ class RayPairMixin:
     # ----------------------------------------------------------------- step
     def step(self, actions: Any) -> StepResult:
         """Step every env once: one Ray task per actor, results gathered in env order."""
-        self._start_step(actions, "step")
+        self._start_step(actions, "step_async")  # gymnasium's step() is its async pair
         return self.step_wait()
 
     def step_async(self, actions: Any) -> None:
@@ -98,7 +98,7 @@ class RayPairMixin:
     ) -> tuple[Any, dict[str, Any]]:
         """Reset every env (waiting for, and discarding, any step still in flight from
         ``send``); ``seed`` and ``options`` as in :meth:`reset_async`."""
-        self._start_reset(seed, options, "reset")
+        self._start_reset(seed, options, "reset_async")
         return self.reset_wait()
 
     def reset_async(self, seed: int | Sequence[int] | None = None,

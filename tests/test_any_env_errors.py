@@ -33,6 +33,29 @@ def make(num_envs: int = 4, **kwargs):
                                  num_workers=2, **kwargs)
 
 
+def test_step_and_reset_during_a_pending_call_name_the_async_half_as_gymnasium(
+        no_leaked_segments):
+    """step() and reset() while a step is pending raise what gymnasium's own
+    AsyncVectorEnv raises, message for message (they are its async pairs)."""
+    from gymnasium.vector import AsyncVectorEnv as GymAsyncVectorEnv
+
+    def messages(envs) -> list[str]:
+        envs.reset(seed=0)
+        envs.step_async(np.zeros(4, dtype=np.int64))
+        found = []
+        for misuse in (lambda: envs.step(np.zeros(4, dtype=np.int64)), envs.reset):
+            with pytest.raises(AlreadyPendingCallError) as raised:
+                misuse()
+            found.append(str(raised.value))
+        envs.step_wait()
+        envs.close()
+        return found
+
+    theirs = messages(GymAsyncVectorEnv([rich_env(i) for i in range(4)]))
+    assert messages(make()) == theirs
+    assert "Calling `step_async`" in theirs[0] and "Calling `reset_async`" in theirs[1]
+
+
 def test_async_pairs_out_of_order_raise_gymnasiums_errors(no_leaked_segments):
     envs = make()
     with pytest.raises(NoAsyncCallError, match=re.escape(

@@ -132,6 +132,10 @@ def test_async_pair_misuse_raises_gymnasium_errors(ray_env):
     pending = "while waiting for a pending call to `step` to complete"
     for misuse, what in ((lambda: ray_env.step_async(actions), "step_async"),
                          (ray_env.reset_async, "reset_async"),
+                         # step() and reset() are their async pairs, named as gymnasium
+                         # names them (test_any_env_errors.py asks gymnasium itself)
+                         (lambda: ray_env.step(actions), "step_async"),
+                         (ray_env.reset, "reset_async"),
                          (lambda: ray_env.call_async("render"), "call_async"),
                          (lambda: ray_env.send(actions), "send")):
         with pytest.raises(AlreadyPendingCallError, match=f"Calling `{what}` {pending}"):
@@ -286,7 +290,8 @@ def test_calls_answer_across_actors_as_local_and_sync_envs_do(ray_session):
 def test_call_misuse_raises_gymnasium_errors(ray_env):
     """The same errors, with the same messages, as the local shmenv.AsyncVectorEnv (and
     gymnasium's AsyncVectorEnv): one pending call at a time, no wait without a call,
-    step/reset/close through their own methods, one value per env."""
+    step() and reset() named by their async halves as gymnasium names them, one value
+    per env."""
     ray_env.reset(seed=SEED)
     with pytest.raises(NoAsyncCallError, match="Calling `call_wait` without any prior "
                                                "call to `call_async`"):
@@ -295,9 +300,10 @@ def test_call_misuse_raises_gymnasium_errors(ray_env):
     pending = "while waiting for a pending call to `call` to complete"
     with pytest.raises(AlreadyPendingCallError, match=f"Calling `call_async` {pending}"):
         ray_env.call_async("render")
-    for misuse, what in ((lambda: ray_env.step(np.zeros(NUM_ENVS, dtype=int)), "step"),
-                         (ray_env.reset, "reset"), (lambda: ray_env.set_attr("a", 1),
-                                                    "set_attr"),
+    for misuse, what in ((lambda: ray_env.step(np.zeros(NUM_ENVS, dtype=int)),
+                          "step_async"),
+                         (ray_env.reset, "reset_async"), (lambda: ray_env.set_attr("a", 1),
+                                                          "set_attr"),
                          (lambda: ray_env.send(np.zeros(NUM_ENVS, dtype=int)), "send")):
         with pytest.raises(AlreadyPendingCallError, match=f"Calling `{what}` {pending}"):
             misuse()
