@@ -39,6 +39,9 @@ class ActorGroup:
         self.in_flight: dict[int, Any] = {}  # actor index -> its step's object ref
         self.calls_in_flight: list[Any] = []  # an object ref per called actor (*_async)
         self.call_indices: list[int] = []  # the actors calls_in_flight are from, in order
+        # (actor index, object ref) of steps from send() that a reset made stale: the
+        # actors finish them first, and the reset's wait collects them within its timeout.
+        self.stale_steps: list[tuple[int, Any]] = []
         self._env_actor = np.repeat(np.arange(len(ranges)),
                                     [stop - start for start, stop in ranges])
         self._shutdown = shutdown
@@ -111,15 +114,20 @@ class ActorGroup:
         ``WorkerTimeoutError`` naming it, as a worker that does not answer does locally."""
         refs, self.calls_in_flight = self.calls_in_flight, []
         indices = self.call_indices
+        stale, self.stale_steps = self.stale_steps, []
         if timeout is not None:
-            _, late = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+            waited = [ref for _index, ref in stale] + refs
+            owners = [index for index, _ref in stale] + indices
+            _, late = ray.wait(waited, num_returns=len(waited), timeout=timeout)
             if late:
-                names = ", ".join(self.infos[indices[refs.index(ref)]].describe()
-                                  for ref in late)
+                names = ", ".join(sorted({self.infos[owners[waited.index(ref)]].describe()
+                                          for ref in late}))
                 self._shutdown("an actor did not answer in time")
                 raise WorkerTimeoutError(
                     f"{names} did not answer within {timeout:g} s; every actor was released "
                     "and this env is closed: create a new one")
+        if stale:  # dropped, but an actor's error in them still raises
+            self.get([ref for _index, ref in stale], [index for index, _ref in stale])
         return self.get(refs, indices)
 
     def actors_for(self, env_ids: np.ndarray) -> list[int]:
@@ -164,9 +172,9 @@ class ActorGroup:
             del self.in_flight[index]
         return ready, results
 
-    def drain(self) -> None:
-        """Wait for steps still in flight and drop their results (before a reset)."""
-        if self.in_flight:
-            indices = sorted(self.in_flight)
-            self.get([self.in_flight[index] for index in indices], indices)
-            self.in_flight.clear()
+    def drop_in_flight(self) -> None:
+        """Drop the steps still in flight (before a reset) without waiting for them: an
+        actor runs its tasks in order, so it finishes them before the reset, and
+        :meth:`collect_calls` waits for them within the reset's timeout."""
+        self.stale_steps.extend(sorted(self.in_flight.items()))
+        self.in_flight.clear()

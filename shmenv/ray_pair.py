@@ -96,15 +96,16 @@ class RayPairMixin:
         seed: int | Sequence[int] | None = None,
         options: dict[str, Any] | None = None,
     ) -> tuple[Any, dict[str, Any]]:
-        """Reset every env (waiting for, and discarding, any step still in flight from
-        ``send``); ``seed`` and ``options`` as in :meth:`reset_async`."""
+        """Reset every env (discarding any step still in flight from ``send``, which its
+        actor finishes first); ``seed`` and ``options`` as in :meth:`reset_async`."""
         self._start_reset(seed, options, "reset_async")
         return self.reset_wait()
 
     def reset_async(self, seed: int | Sequence[int] | None = None,
                     options: dict[str, Any] | None = None) -> None:
         """Start resetting every env and return once the actors have it; :meth:`reset_wait`
-        collects. Steps still in flight from ``send`` are waited for and dropped first.
+        collects. Steps still in flight from ``send`` are dropped: each actor finishes its
+        step before the reset, and :meth:`reset_wait` waits for both within its timeout.
 
         ``seed=s`` reseeds env i with ``s + i`` across actors. With
         ``options={"reset_mask": mask}`` (any env) only the masked envs reset; an actor
@@ -127,7 +128,7 @@ class RayPairMixin:
         if options and "reset_mask" in options:
             options = dict(options)
             mask = np.array(check_reset_mask(options.pop("reset_mask"), self.num_envs))
-        self._group.drain()
+        self._group.drop_in_flight()
         infos = self._group.infos
         indices = [j for j, info in enumerate(infos)
                    if mask is None or mask[info.env_start:info.env_stop].any()]

@@ -321,10 +321,11 @@ def test_call_misuse_raises_gymnasium_errors(ray_env):
 
 
 @needs_async
-@pytest.mark.parametrize("kind", ["call", "step"])
+@pytest.mark.parametrize("kind", ["call", "step", "reset after send"])
 def test_a_wait_past_its_timeout_closes_the_env(ray_session, kind):
-    """call_wait and step_wait past their ``timeout`` name the late actor and close the
-    env (every actor released), as a local worker that does not answer does."""
+    """call_wait, step_wait and reset_wait past their ``timeout`` name the late actor and
+    close the env (every actor released), as a local worker that does not answer does;
+    reset_async returns at once even with a slow step still in flight from send()."""
     import shmenv.ray as shmenv_ray
 
     env = shmenv_ray.AsyncVectorEnv([napping_env(0), napping_env(1)], num_actors=2,
@@ -335,10 +336,15 @@ def test_a_wait_past_its_timeout_closes_the_env(ray_session, kind):
             assert env.call("nap", 0) == (None, None)
             env.call_async("nap", 3)  # closing waits for the actors to finish it
             wait = env.call_wait
-        else:
+        elif kind == "step":
             env.set_attr("sleep_s", 3)
             env.step_async(np.zeros(2, dtype=int))
             wait = env.step_wait
+        else:
+            env.set_attr("sleep_s", 3)
+            env.send(np.zeros(2, dtype=int))
+            env.reset_async(seed=SEED)  # the steps are still running: it must not wait
+            wait = env.reset_wait
         with pytest.raises(shmenv.WorkerTimeoutError,
                            match=r"shmenv Ray actor \d \(env \d.* did not answer within 0.5 s"
                            ) as caught:
