@@ -51,6 +51,7 @@ class ReadyBatches:
         # The env ids of the last batch chosen, and its workers: the ids a recv() returned,
         # which the next send() gives back (no need to check them again).
         self._last_batch: tuple[np.ndarray, list[int]] = (np.empty(0, np.int64), [])
+        self._ids_of = [np.arange(start, stop) for start, stop in ranges]  # per worker
 
     @property
     def envs_in_flight(self) -> int:
@@ -130,7 +131,8 @@ class ReadyBatches:
                 self.workers_in_flight -= 1
                 chosen.append(index)
         chosen.sort()
-        ids = np.concatenate([np.arange(*self.ranges[w]) for w in chosen])
+        ids = (self._ids_of[chosen[0]] if len(chosen) == 1
+               else np.concatenate([self._ids_of[w] for w in chosen]))
         self._last_batch = ids, chosen
         return chosen
 

@@ -116,6 +116,7 @@ class InfoColumns:
         self.types: tuple[type, ...] = ()
         self.arrays: tuple[tuple[tuple[int, ...], np.dtype] | None, ...] = ()  # per column
         self._get: Any = None  # itemgetter of the keys
+        self._specs: dict[str, tuple[type, Any]] = {}  # key -> (type, array spec or None)
         self.columns: list[np.ndarray] = []
         self.block_keys: BlockKeys = ()
         self.told = False  # whether the main has these block_keys (else they go with them)
@@ -174,8 +175,7 @@ class InfoColumns:
         first env's, which gymnasium uses)."""
         if not self.keys:
             return None
-        count, get = len(self.keys), self._get
-        specs = dict(zip(self.keys, zip(self.types, self.arrays)))
+        count, get, specs = len(self.keys), self._get, self._specs
         fits, rows = [], []
         for j, info in enumerate(infos):
             if len(info) == count:
@@ -213,6 +213,7 @@ class InfoColumns:
             return False
         self.keys, self.types, self.arrays = keys, types, arrays
         self._get = itemgetter(*keys)
+        self._specs = dict(zip(keys, zip(types, arrays)))
         self.block_keys = tuple((key, dtype.str, shape)
                                 for key, (_kind, dtype, shape) in zip(keys, known))
         self.columns = [view[self.start:self.stop]
