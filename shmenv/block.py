@@ -7,7 +7,8 @@ Layout (all offsets multiples of 64 bytes)::
                                                      ended (SAME_STEP autoreset's final_obs)
     progress   (num_workers, 8) int64                per worker, on its own cache line: how
                                                      many relayed steps it received and
-                                                     replied to (names a hung worker)
+                                                     replied to (names a hung worker), and
+                                                     how many of its replies its parent read
 
 Each env's slot is contiguous (28,224 bytes for (4, 84, 84), itself a multiple of 64, so
 slots never share a cache line) and ``obs`` is one ``(num_envs, 4, 84, 84)`` array view.
@@ -35,7 +36,10 @@ NAME_PREFIX = "shmenv_"
 SHM_DIR = "/dev/shm"
 _ALIGN = 64
 PROGRESS_ROW_BYTES = 64  # one cache line per worker: no two workers write the same line
-RECEIVED, REPLIED = 0, 1  # a worker's progress row: relayed steps received, replied to
+# A worker's progress row: relayed steps received, replied to, and (written by its relay
+# parent) replies of it that the parent read. The drop-in group reads them after a relaying
+# process failed, to tell which of the others' replies it can still get (shmenv.pooled_relay).
+RECEIVED, REPLIED, COLLECTED = 0, 1, 2
 
 
 def _align(offset: int) -> int:

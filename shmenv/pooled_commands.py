@@ -101,7 +101,7 @@ class MemberCommands:
         self._enter(slot)
         self._frames.flush_all()
         self._after_io(slot)
-        return self._pool.conns[self._frames.process[slot]].fileno()
+        return self._pool.conns[self._frames.reply_process(slot)].fileno()
 
     def process_of(self, slot: int) -> int:
         """The index of the pool process serving member ``slot``."""
@@ -157,8 +157,9 @@ class MemberCommands:
         if state is Member.LOST:
             self._states[slot] = Member.IDLE
             self._frames.busy = False
-            raise ShmenvError("the reply to the command interrupted by Ctrl-C was "
-                              "discarded; send() a new command")
+            raise ShmenvError(self._frames.lost_why.pop(
+                slot, "the reply to the command interrupted by Ctrl-C was discarded; "
+                      "send() a new command"))
         self._frames.flush_all()
         self._await(slot)
         self._after_io(slot)

@@ -43,11 +43,15 @@ def died(pool: WorkerPool, p: int, when: str) -> WorkerDiedError:
 
 def raised(pool: WorkerPool, p: int, payload: bytes) -> WorkerError:
     """Process ``p`` sent ``payload``, an error report, in place of a reply."""
-    where = pool.describe(p)
     report = ErrorReport.decode(payload)
     if report is None:
-        return WorkerError(f"{where} sent a malformed reply")
-    return WorkerError(f"{where} raised {report.type_name}: {report.message}"
+        return WorkerError(f"{pool.describe(p)} sent a malformed reply")
+    return raised_report(pool, p, report)
+
+
+def raised_report(pool: WorkerPool, p: int, report: ErrorReport) -> WorkerError:
+    """Process ``p`` raised what ``report`` says."""
+    return WorkerError(f"{pool.describe(p)} raised {report.type_name}: {report.message}"
                        f"\n\nWorker traceback:\n{report.traceback}",
                        report.type_name, report.traceback)
 

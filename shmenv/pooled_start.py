@@ -24,6 +24,7 @@ from shmenv.pool import FailureNotes, WorkerPool, release
 from shmenv.pooled_commands import MemberCommands
 from shmenv.pooled_frames import GroupFrames
 from shmenv.pooled_members import GameConfig, Members
+from shmenv.pooled_relay import relay_children
 from shmenv.sysinfo import usable_cores
 from shmenv.worker import WorkerSpec
 
@@ -51,7 +52,7 @@ def _new_pool(block: SharedBlock, config: GameConfig, seeds: list[Any],
                         env_stop=stop, game=config.game, seeds=tuple(seeds[start:stop]),
                         options=config.options, same_step_autoreset=True,
                         write_final_obs=False, game_factory=config.game_factory,
-                        spin_us=spin_us)
+                        spin_us=spin_us, relay_children=relay_children(ranges) if p == 0 else ())
              for p, (start, stop) in enumerate(ranges)]
     describe = functools.partial(pooled_errors.describe_process, tuple(seeds), tuple(ranges))
     return WorkerPool(specs, describe=describe, notes=FailureNotes())
@@ -120,7 +121,10 @@ class GroupStart:
         count = self.num_members
         ranges = split_envs(count, min(count, self._max_processes or usable_cores()))
         try:
-            self._block = SharedBlock.create(BlockLayout(count, self._config.options.obs_shape))
+            relayed = bool(relay_children(ranges))  # progress rows: see shmenv.pooled_relay
+            self._block = SharedBlock.create(BlockLayout(
+                count, self._config.options.obs_shape,
+                num_workers=len(ranges) if relayed else 0))
             self._pool = _new_pool(self._block, self._config, self.seeds, ranges,
                                    spin_budget(self._spin_us, len(ranges)))
             # Detached in a forked child (see WorkerPool.forked_away): its exit leaves the
@@ -128,7 +132,8 @@ class GroupStart:
             self._finalizer = self._pool.finalize(self, _release_all, self._pool.conns,
                                                   self._pool.processes, [self._block])
             self._pool.launch(self._context, name="shmenv-Workers-{index}")
-            frames = GroupFrames(self._pool, ranges, self._members.states)
+            frames = GroupFrames(self._pool, ranges, self._members.states,
+                                 self._block.progress if relayed else None)
             self._commands = MemberCommands(self._pool, frames, self._members,
                                             list(self._block.obs), self._timeout)
         except BaseException as exc:

@@ -9,7 +9,8 @@ All little-endian, no pickling on the hot path:
 * reply:   ``k`` records of :data:`REPLY_DTYPE`, written by :class:`ReplyWriter`.
 * error:   :class:`ErrorReport`, encoded by :meth:`ErrorReport.encode`: a magic prefix and
   a pickle, padded so it is always longer than the reply it replaces; the main process
-  tells it from a reply by its length alone.
+  tells it from a reply by its length alone. A relayed :data:`OP_EACH` that failed in
+  some processes answers :class:`RelayedParts` instead, encoded the same way.
 * sync:    command ``int32[2]`` = ``[OP_SYNC, nonce]``, answered with :data:`SYNC_MAGIC` +
   the nonce's 4 bytes, the marker after which a stream is at a message boundary again
   (see docs/reliability.md).
@@ -57,7 +58,7 @@ OP_SET_ATTR = int(Op.SET_ATTR)
 # the ones sent before (the drop-in Workers' pool relies on this; see shmenv.pooled).
 EACH_SKIP = -1
 EACH_RESET = -2
-RELAY = 0x100  # flag on OP_STEP: the command holds the actions of this worker's whole subtree
+RELAY = 0x100  # flag on OP_STEP or OP_EACH: the command covers this worker's whole subtree
 
 _RECORD = struct.Struct("<dddiifiBBBBBxxx")
 REPLY_DTYPE = np.dtype(
@@ -196,6 +197,31 @@ class ErrorReport:
             return None
         report = pickle.loads(payload[len(ERROR_MAGIC):])  # ignores the padding
         return report if isinstance(report, ErrorReport) else None
+
+
+@dataclass(frozen=True)
+class RelayedParts:
+    """The answer to a relayed :data:`OP_EACH` in which some processes failed.
+
+    Why: drop-in Workers fail per process, as the reference's fail per Worker, so a failure
+    in one part of a relayed step must not cost the other parts their replies. ``records``
+    holds the whole subtree's reply rows (valid for the processes not in ``errors``);
+    ``errors`` maps each failed worker to its report.
+    """
+
+    records: bytes
+    errors: dict[int, ErrorReport]
+
+    def encode(self, reply_nbytes: int) -> bytes:
+        return pad_error(ERROR_MAGIC + pickle.dumps(self), reply_nbytes)
+
+    @staticmethod
+    def decode(payload: bytes) -> RelayedParts | None:
+        """The parts in ``payload``, or None if ``payload`` is not a parts report."""
+        if not payload.startswith(ERROR_MAGIC):
+            return None
+        parts = pickle.loads(payload[len(ERROR_MAGIC):])
+        return parts if isinstance(parts, RelayedParts) else None
 
 
 def pad_error(encoded: bytes, reply_nbytes: int) -> bytes:

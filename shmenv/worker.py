@@ -24,7 +24,7 @@ import numpy as np
 
 from shmenv.affinity import pin_current_process
 from shmenv.atari import AtariGame  # imported here so that forked workers inherit it loaded
-from shmenv.block import RECEIVED, REPLIED, BlockLayout, SharedBlock
+from shmenv.block import COLLECTED, RECEIVED, REPLIED, BlockLayout, SharedBlock
 from shmenv.envpool_game import EnvpoolAtariGame  # the same
 from shmenv.game import Game, GameFactory
 from shmenv.games import GameOptions
@@ -39,9 +39,9 @@ from shmenv.protocol import (
     RELAY,
     REPLY_DTYPE,
     ErrorReport,
+    RelayedParts,
     ReplyWriter,
     is_sync_command,
-    pad_error,
     sync_marker,
 )
 from shmenv.spinwait import SpinWait
@@ -118,7 +118,8 @@ def run_worker(conn: Connection, spec: WorkerSpec, fds_to_close: tuple[int, ...]
             conn.send(("error", ErrorReport.from_exception(exc, spec.index)))
             return
         conn.send(("ready", games[0].num_actions))
-        _serve(conn, spec, block, games, num_envs, Relay(spec, child_conns))
+        relay_progress = block.progress if spec.relay_children and block.progress.size else None
+        _serve(conn, spec, block, games, num_envs, Relay(spec, child_conns, relay_progress))
     except (EOFError, OSError):
         # The main process is gone (killed): nothing to report to. If it died during
         # start-up, before it unlinked the block's name, remove the name ourselves so
@@ -145,7 +146,9 @@ class Relay:
     worker always reads every reply it asked for before it answers anything else.
     """
 
-    def __init__(self, spec: WorkerSpec, child_conns: tuple[Connection, ...]) -> None:
+    def __init__(self, spec: WorkerSpec, child_conns: tuple[Connection, ...],
+                 progress: np.ndarray | None = None) -> None:
+        self._progress = progress  # the block's progress rows, if it has them
         self.children = [(worker, start - spec.env_start, stop - spec.env_start, conn.fileno())
                          for (worker, start, stop), conn in zip(spec.relay_children, child_conns)]
         self._conns = child_conns  # keeps the descriptors open
@@ -181,14 +184,15 @@ class Relay:
         return reached
 
     def collect(self, reached: list[bool], replies: memoryview,
-                record_size: int, spin_until: float = 0.0) -> ErrorReport | None:
-        """Read every reached child's reply into its rows of ``replies``. Returns the first
-        error report among them (a child's own, or a "died" one for a child that is gone).
+                record_size: int, spin_until: float = 0.0) -> dict[int, ErrorReport]:
+        """Read every reached child's reply into its rows of ``replies``. Returns the error
+        reports among them by child worker, in child order (a child's own, or a "died" one
+        for a child that is gone); empty if every child replied.
 
         Until ``spin_until`` (a ``perf_counter`` time) it polls for a reply instead of
         sleeping on it, for the same reason a worker spins for its next command (see
         ``_serve``): a sleeping relay would add a wake-up to every step's critical path."""
-        first_error = None
+        errors = {}
         for (worker, start, stop, fd), got_command in zip(self.children, reached):
             report = None
             if not got_command:
@@ -203,11 +207,14 @@ class Relay:
                 except (EOFError, OSError):
                     payload = None
                     report = ErrorReport.died(worker)
+                else:
+                    if self._progress is not None:
+                        self._progress[worker, COLLECTED] += 1
                 if payload is not None:
                     report = ErrorReport.decode(payload) or ErrorReport.malformed(worker)
-            if report is not None and first_error is None:
-                first_error = report
-        return first_error
+            if report is not None:
+                errors[worker] = report
+        return errors
 
 
 def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[Game],
@@ -302,12 +309,12 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
             conn.send_bytes(sync_marker(command[:2]))
             continue
         relayed = None
-        if opcode == OP_STEP | RELAY:
+        if opcode & RELAY:  # a relayed OP_STEP, or a relayed OP_EACH of drop-in Workers
             if progress is not None:
                 progress[RECEIVED] += 1
             relayed = relay.forward(opcode, subtree_actions)  # children first: they run
-            opcode = OP_STEP  # while this worker steps its own envs
-        error = None
+            opcode = opcode & ~RELAY  # while this worker steps its own envs
+        report = None
         try:
             if opcode == OP_STEP:
                 for j, game in enumerate(games):
@@ -336,21 +343,20 @@ def _serve(conn: Connection, spec: WorkerSpec, block: SharedBlock, games: list[G
             else:
                 raise ValueError(f"unknown opcode {opcode}")
         except Exception as exc:
-            error = ErrorReport.from_exception(exc, spec.index).encode(reply_nbytes)
-        if relayed is not None:
-            child_error = relay.collect(relayed, subtree_replies, size,
-                                        waiter.spin_until(arrived))
-            if error is None and child_error is not None:
-                error = child_error.encode(len(subtree_replies))
-            elif error is not None:
-                error = pad_error(error, len(subtree_replies))
-        if error is not None:
-            conn.send_bytes(error)
-            continue
-        if relayed is not None:
-            conn.send_bytes(subtree_replies)
+            report = ErrorReport.from_exception(exc, spec.index)
+        if relayed is None:
+            conn.send_bytes(replies if report is None else report.encode(reply_nbytes))
+        else:
+            errors = relay.collect(relayed, subtree_replies, size, waiter.spin_until(arrived))
+            if report is not None:
+                errors = {spec.index: report, **errors}
+            if not errors:
+                conn.send_bytes(subtree_replies)
+            elif opcode == OP_EACH and relay.children:  # drop-in Workers fail per process
+                conn.send_bytes(RelayedParts(bytes(subtree_replies), errors).encode(
+                    len(subtree_replies)))
+            else:  # a vector env fails as a whole, on the first error
+                conn.send_bytes(next(iter(errors.values())).encode(len(subtree_replies)))
             if progress is not None:
                 progress[REPLIED] += 1
-        else:
-            conn.send_bytes(replies)
         waiter.replied(arrived)
