@@ -145,7 +145,10 @@ class GroupFrames(GroupRelay):
             if not ready:
                 if hung_after and self.relayed is not None:
                     self.relay_timed_out(limit or 0.0)
-                elif hung_after:
+                    # Its command may have been sent again to its own process: wait anew.
+                    deadline = None if limit is None else time.monotonic() + limit
+                    continue
+                if hung_after:
                     self.pool.processes[p].kill()  # SIGKILL also ends a stopped process
                     self.fail(p, pooled_errors.hung(self.pool, p, limit or 0.0))
                 return
@@ -197,9 +200,6 @@ class GroupFrames(GroupRelay):
             self.read_relayed()
         else:
             self.relay_timed_out(SHUTDOWN_TIMEOUT_S)
-            if self.relayed is not None and self._pollers[0].poll(
-                    math.ceil(SHUTDOWN_TIMEOUT_S * 1000)):
-                self.read_relayed()
 
     def flush_held(self) -> None:
         """Send the complete frames held back for a relayed frame, once none can go."""

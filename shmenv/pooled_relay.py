@@ -24,7 +24,9 @@ Once any process has stopped, the group sends a frame per process, as before.
 
 from __future__ import annotations
 
+import math
 import secrets
+import select
 import time
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
@@ -34,7 +36,7 @@ import numpy as np
 from shmenv import pooled_errors
 from shmenv.block import RECEIVED
 from shmenv.planning import DEFAULT_RELAY_FANOUT
-from shmenv.pool import RESYNC_TIMEOUT_S, WorkerPool
+from shmenv.pool import FAILURE_GRACE_S, RESYNC_TIMEOUT_S, WorkerPool
 from shmenv.pooled_members import Member
 from shmenv.protocol import (
     EACH_SKIP,
@@ -96,6 +98,7 @@ class GroupRelay:
     in_flight: list
     alive: list[bool]
     record_bytes: memoryview
+    _pollers: list[select.poll]
     lost_why: dict[int, str]
     fail: Callable[[int, BaseException], None]
     flush: Callable[[int], None]
@@ -172,16 +175,22 @@ class GroupRelay:
 
     def relay_timed_out(self, waited: float) -> None:
         """The relayed frame overran the group's timeout: kill the processes holding it up
-        (found from the block's progress counters) and fail them as hung."""
+        (found from the block's progress counters) and fail them as hung. Afterwards no
+        member of the frame is left waiting on process 0: each is READY, failed, LOST or
+        sent again to its own process."""
         laggards = self.pool.diagnosis.relay_laggards(self._progress, self.relayed_frames)
         for p in laggards:
             self.pool.processes[p].kill()  # SIGKILL also ends a stopped process
         for p in laggards:
             if p:
                 self.fail(p, pooled_errors.hung(self.pool, p, waited))
-        if 0 in laggards:
-            self.relay_root_failed(pooled_errors.hung(self.pool, 0, waited))
-        # Otherwise process 0 sees its killed children's pipes close and answers for all.
+        if 0 not in laggards:
+            # Process 0 sees its killed children's pipes close and answers for all.
+            if self._pollers[0].poll(math.ceil(FAILURE_GRACE_S * 1000)):
+                self.read_relayed()
+                return
+            self.pool.processes[0].kill()
+        self.relay_root_failed(pooled_errors.hung(self.pool, 0, waited))
 
     def relay_root_failed(self, error: BaseException) -> None:
         """Process 0 failed with the relayed frame in flight: fail it, salvage the rest."""

@@ -190,3 +190,24 @@ def test_a_worker_used_alone_in_a_relaying_group_is_not_held_back():
     assert int(workers[1].child.recv()[1]) == NUM_ACTIONS + 1
     assert frames_of(workers).relayed_frames == 0
     close_all(workers)
+
+
+def test_a_worker_of_another_process_outlives_a_hung_process_0():
+    """Process 0 stops before it passes the step on; the first recv() is process 1's
+    Worker's: after the timeout, process 0 is killed as hung and process 1, which never got
+    its command, gets it directly; its Workers' replies are their own, stepped once."""
+    group = WorkerGroup(num_processes=2, timeout=0.5)
+    workers = counter_workers(4, group)
+    step_all(workers, [0] * 4)
+    hung = workers[0].process
+    os.kill(hung.pid, signal.SIGSTOP)
+    for w in workers:
+        w.child.send(("step", 3))
+    assert [int(w.child.recv()[1]) for w in workers[2:]] == [2 * NUM_ACTIONS + 3] * 2
+    for w in workers[:2]:
+        with pytest.raises(shmenv.WorkerTimeoutError, match=f"pid {hung.pid}.*seeds 0, 1"):
+            w.child.recv()
+    hung.join(timeout=5)
+    assert hung.exitcode == -signal.SIGKILL
+    assert [int(r[1]) for r in step_all(workers[2:], [1, 1])] == [13, 13]
+    close_all(workers)
