@@ -5,12 +5,14 @@ A :class:`WorkerGroup` gathers Workers (its *members*, one env each; see
 ``min(members, cores)`` worker processes over one shared block, each stepping a contiguous
 run of members' envs. Each member keeps the reference's one-command-one-reply protocol; the
 group turns those commands into few messages (see :mod:`shmenv.pooled_frames`): ``send``
-records a command in its process's next frame, a frame goes out once every open member of
-its process has one, or at the first ``recv``/``poll`` of any member (so a Worker used
-alone, or a subset, never waits), and one reply makes all the members it covers ready.
+records a command; once every open member has one, all go as one frame relayed by process 0
+to the others (:mod:`shmenv.pooled_relay`); otherwise a process's frame goes at the first
+``recv``/``poll`` of any member (so a Worker used alone, or a subset, never waits), and one
+reply makes all the members it covers ready.
 
 Why: each message that wakes a process costs the main process ~20 µs of CPU on this VM;
-one per Worker per step was the largest cost of 8 Workers on 2 cores.
+one per Worker per step was the largest cost of 8 Workers on 2 cores, and a wake-up per
+process still cost the step rate 4-9% against one for the group.
 
 Failures are per process, as in the reference they are per Worker: a process that dies or
 whose game raises stops alone, and each of its members raises the error (naming every
@@ -82,6 +84,11 @@ class WorkerGroup(GroupStart):
             group.start()  # optional: pay the start-up now, not at the first command
             ...
         # leaving the block closes every member
+
+    Once every member has a command (the reference's send-to-all loop), the commands go as
+    one message to process 0, which passes each other process its part and answers for all:
+    the trainer writes one message and reads one per step, whatever the process count (up
+    to 9 processes; larger groups get a message per process).
 
     ``num_processes``: at most this many processes (default: the usable cores,
     ``len(os.sched_getaffinity(0))``); the group runs ``min(members, num_processes)``.

@@ -211,3 +211,15 @@ def test_a_worker_of_another_process_outlives_a_hung_process_0():
     assert hung.exitcode == -signal.SIGKILL
     assert [int(r[1]) for r in step_all(workers[2:], [1, 1])] == [13, 13]
     close_all(workers)
+
+
+def test_process_0_relays_to_every_other_process_up_to_the_fanout():
+    from shmenv.planning import DEFAULT_RELAY_FANOUT, split_envs
+    from shmenv.pooled_relay import relay_children
+
+    assert relay_children(split_envs(8, 1)) == ()
+    assert relay_children(split_envs(8, 2)) == ((1, 4, 8),)
+    assert relay_children(split_envs(9, 3)) == ((1, 3, 6), (2, 6, 9))
+    most = split_envs(64, 1 + DEFAULT_RELAY_FANOUT)
+    assert [child for child, _, _ in relay_children(most)] == list(range(1, len(most)))
+    assert relay_children(split_envs(64, 2 + DEFAULT_RELAY_FANOUT)) == ()
