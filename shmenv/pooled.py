@@ -12,7 +12,7 @@ reply makes all the members it covers ready.
 
 Why: each message that wakes a process costs the main process ~20 µs of CPU on this VM;
 one per Worker per step was the largest cost of 8 Workers on 2 cores, and a wake-up per
-process still cost the step rate 4-9% against one for the group.
+process still cost the step rate a few percent against one for the group (docs/migration.md).
 
 Failures are per process, as in the reference they are per Worker: a process that dies or
 whose game raises stops alone, and each of its members raises the error (naming every

@@ -7,7 +7,7 @@ loop), :class:`GroupRelay` sends one :data:`~shmenv.protocol.OP_EACH` frame with
 for all of them. Why: the main then writes one frame, sleeps once and reads one reply per
 step, as ``shmenv.make`` does; with a frame per process it wakes once per process, and on
 this VM each wake-up is tens of µs on the step's critical path (docs/migration.md has the
-figures). The tree is one level deep: process 0 relays to at most
+figures: a few percent of the step rate). The tree is one level deep: process 0 relays to at most
 :data:`~shmenv.planning.DEFAULT_RELAY_FANOUT` others; larger groups send a frame per process.
 
 Failures stay per process, as the reference's stay per Worker:
