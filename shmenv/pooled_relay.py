@@ -146,21 +146,22 @@ class GroupRelay:
     def read_relayed(self) -> None:
         """Read process 0's answer to the relayed frame; each part's members become READY,
         or their process is failed with its own error."""
+        covered, self.relayed = self.relayed or [], None
         try:
             error_reply = self.pool.read_reply_from(0, self.record_bytes)
         except (EOFError, OSError):
-            self.relay_root_failed(pooled_errors.died(self.pool, 0, "while running a command"))
+            self.relay_root_failed(
+                pooled_errors.died(self.pool, 0, "while running a command"), covered)
             return
-        covered = self.relayed or []
-        if error_reply is None:
-            self.relayed = None
-            self._ready(covered, range(len(self.ranges)))
+        if error_reply is None:  # every process's records are in
+            for slot in covered:
+                if self.members[slot] is Member.SENT:
+                    self.members[slot] = Member.READY
             return
         parts = RelayedParts.decode(error_reply)
         if parts is None:  # not process 0's answer for its parts: nothing in it can be trusted
-            self.relay_root_failed(pooled_errors.raised(self.pool, 0, error_reply))
+            self.relay_root_failed(pooled_errors.raised(self.pool, 0, error_reply), covered)
             return
-        self.relayed = None
         size = REPLY_DTYPE.itemsize
         good = []
         for p, (start, stop) in enumerate(self.ranges):
@@ -190,11 +191,12 @@ class GroupRelay:
                 self.read_relayed()
                 return
             self.pool.processes[0].kill()
-        self.relay_root_failed(pooled_errors.hung(self.pool, 0, waited))
-
-    def relay_root_failed(self, error: BaseException) -> None:
-        """Process 0 failed with the relayed frame in flight: fail it, salvage the rest."""
         covered, self.relayed = self.relayed or [], None
+        self.relay_root_failed(pooled_errors.hung(self.pool, 0, waited), covered)
+
+    def relay_root_failed(self, error: BaseException, covered: list[int]) -> None:
+        """Process 0 failed with the relayed frame of members ``covered`` in flight: fail
+        it, and salvage the other processes' parts."""
         self.fail(0, error)
         for p in range(1, len(self.ranges)):
             if self.alive[p]:

@@ -26,6 +26,7 @@ import pickle
 import struct
 import traceback
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -188,15 +189,12 @@ class ErrorReport:
 
     def encode(self, reply_nbytes: int) -> bytes:
         """The report as a message longer than a reply of ``reply_nbytes``."""
-        return pad_error(ERROR_MAGIC + pickle.dumps(self), reply_nbytes)
+        return _encode_report(self, reply_nbytes)
 
     @staticmethod
     def decode(payload: bytes) -> ErrorReport | None:
         """The report in ``payload``, or None if ``payload`` is not one."""
-        if not payload.startswith(ERROR_MAGIC):
-            return None
-        report = pickle.loads(payload[len(ERROR_MAGIC):])  # ignores the padding
-        return report if isinstance(report, ErrorReport) else None
+        return _decode_report(payload, ErrorReport)
 
 
 @dataclass(frozen=True)
@@ -213,15 +211,27 @@ class RelayedParts:
     errors: dict[int, ErrorReport]
 
     def encode(self, reply_nbytes: int) -> bytes:
-        return pad_error(ERROR_MAGIC + pickle.dumps(self), reply_nbytes)
+        """The parts as a message longer than a reply of ``reply_nbytes``."""
+        return _encode_report(self, reply_nbytes)
 
     @staticmethod
     def decode(payload: bytes) -> RelayedParts | None:
         """The parts in ``payload``, or None if ``payload`` is not a parts report."""
-        if not payload.startswith(ERROR_MAGIC):
-            return None
-        parts = pickle.loads(payload[len(ERROR_MAGIC):])
-        return parts if isinstance(parts, RelayedParts) else None
+        return _decode_report(payload, RelayedParts)
+
+
+_Report = TypeVar("_Report", ErrorReport, RelayedParts)
+
+
+def _encode_report(report: ErrorReport | RelayedParts, reply_nbytes: int) -> bytes:
+    return pad_error(ERROR_MAGIC + pickle.dumps(report), reply_nbytes)
+
+
+def _decode_report(payload: bytes, kind: type[_Report]) -> _Report | None:
+    if not payload.startswith(ERROR_MAGIC):
+        return None
+    report = pickle.loads(payload[len(ERROR_MAGIC):])  # ignores the padding
+    return report if isinstance(report, kind) else None
 
 
 def pad_error(encoded: bytes, reply_nbytes: int) -> bytes:

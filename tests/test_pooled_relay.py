@@ -126,17 +126,23 @@ def test_process_0_killed_between_steps_costs_the_others_nothing():
     close_all(workers)
 
 
+def stop_one_then_send_to_all(stopped_worker: int, action: int):
+    """4 Workers in 2 processes with a 0.5 s timeout, one step done; then the process of
+    Worker ``stopped_worker`` gets SIGSTOP and every Worker is sent ``action``."""
+    workers = counter_workers(4, WorkerGroup(num_processes=2, timeout=0.5))
+    step_all(workers, [0] * 4)
+    hung = workers[stopped_worker].process
+    os.kill(hung.pid, signal.SIGSTOP)
+    for w in workers:
+        w.child.send(("step", action))
+    return workers, hung
+
+
 def test_a_hung_process_in_a_relayed_step_is_the_one_named_and_killed():
     """Process 1 stops: process 0 waits for it in the relay, and the group's timeout must
     kill process 1 (found from the progress counters), not process 0, whose Workers keep
     their replies."""
-    group = WorkerGroup(num_processes=2, timeout=0.5)
-    workers = counter_workers(4, group)
-    step_all(workers, [0] * 4)
-    hung = workers[2].process
-    os.kill(hung.pid, signal.SIGSTOP)
-    for w in workers:
-        w.child.send(("step", 1))
+    workers, hung = stop_one_then_send_to_all(2, 1)
     with pytest.raises(shmenv.WorkerTimeoutError, match=f"pid {hung.pid}.*seeds 2, 3"):
         workers[2].child.recv()
     assert [int(w.child.recv()[1]) for w in workers[:2]] == [2 * NUM_ACTIONS + 1] * 2
@@ -196,13 +202,7 @@ def test_a_worker_of_another_process_outlives_a_hung_process_0():
     """Process 0 stops before it passes the step on; the first recv() is process 1's
     Worker's: after the timeout, process 0 is killed as hung and process 1, which never got
     its command, gets it directly; its Workers' replies are their own, stepped once."""
-    group = WorkerGroup(num_processes=2, timeout=0.5)
-    workers = counter_workers(4, group)
-    step_all(workers, [0] * 4)
-    hung = workers[0].process
-    os.kill(hung.pid, signal.SIGSTOP)
-    for w in workers:
-        w.child.send(("step", 3))
+    workers, hung = stop_one_then_send_to_all(0, 3)
     assert [int(w.child.recv()[1]) for w in workers[2:]] == [2 * NUM_ACTIONS + 3] * 2
     for w in workers[:2]:
         with pytest.raises(shmenv.WorkerTimeoutError, match=f"pid {hung.pid}.*seeds 0, 1"):
