@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from shmenv.errors import ShmenvError
-from shmenv.planning import check_timeout, spin_budget
+from shmenv.planning import DEFAULT_RELAY_FANOUT, check_relay_fanout, check_timeout, spin_budget
 from shmenv.pooled_commands import MemberCommands
 from shmenv.pooled_members import GameConfig, Member, Members
 from shmenv.pooled_start import GroupStart, GroupState
@@ -88,20 +88,25 @@ class WorkerGroup(GroupStart):
     Once every member has a command (the reference's send-to-all loop), the commands go as
     one message to process 0, which passes each other process its part and answers for all:
     the trainer writes one message and reads one per step, whatever the process count (up
-    to 9 processes; larger groups get a message per process).
+    to ``1 + relay_fanout`` processes; larger groups get a message per process).
 
     ``num_processes``: at most this many processes (default: the usable cores,
     ``len(os.sched_getaffinity(0))``); the group runs ``min(members, num_processes)``.
     ``context``: the multiprocessing start method (default: the platform's).
     ``worker_spin_us``: see :class:`shmenv.ShmVectorEnv`.
+    ``relay_fanout``: how many other processes process 0 relays to (default 8); a group of
+    more processes than ``1 + relay_fanout``, or ``relay_fanout=0``, sends a message per
+    process instead.
     ``timeout`` (seconds; default None, no limit): a member's ``recv()`` that waits longer
     for its process kills that process and raises :class:`shmenv.WorkerTimeoutError`
     naming it and its Workers, each of which raises it once, as for a dead process.
     """
 
     def __init__(self, num_processes: int | None = None, *, context: str | None = None,
-                 worker_spin_us: float | None = None, timeout: float | None = None) -> None:
+                 worker_spin_us: float | None = None, timeout: float | None = None,
+                 relay_fanout: int = DEFAULT_RELAY_FANOUT) -> None:
         _check_num_processes(num_processes)
+        self._relay_fanout = check_relay_fanout(relay_fanout)
         if worker_spin_us is not None:
             spin_budget(worker_spin_us, 1)  # the one check of the value
         self._timeout = check_timeout(timeout)

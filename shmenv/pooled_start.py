@@ -45,14 +45,15 @@ def _release_all(conns: list, processes: list, block_box: list) -> None:
 
 
 def _new_pool(block: SharedBlock, config: GameConfig, seeds: list[Any],
-              ranges: list[tuple[int, int]], spin_us: float) -> WorkerPool:
+              ranges: list[tuple[int, int]], spin_us: float,
+              relayed_to: tuple[tuple[int, int, int], ...]) -> WorkerPool:
     """The pool (not launched yet): each process steps a run of members' envs with the labml
     design's same-step reset (a done returns the fresh reset stack), no final stacks."""
     specs = [WorkerSpec(index=p, block_name=block.name, layout=block.layout, env_start=start,
                         env_stop=stop, game=config.game, seeds=tuple(seeds[start:stop]),
                         options=config.options, same_step_autoreset=True,
                         write_final_obs=False, game_factory=config.game_factory,
-                        spin_us=spin_us, relay_children=relay_children(ranges) if p == 0 else ())
+                        spin_us=spin_us, relay_children=relayed_to if p == 0 else ())
              for p, (start, stop) in enumerate(ranges)]
     describe = functools.partial(pooled_errors.describe_process, tuple(seeds), tuple(ranges))
     return WorkerPool(specs, describe=describe, notes=FailureNotes())
@@ -72,6 +73,7 @@ class GroupStart:
     _max_processes: int | None
     _context: str | None
     _spin_us: float | None
+    _relay_fanout: int
     _timeout: float | None
     _creator: int  # the pid that made the group: only it may command or close it
     seeds: list[Any]
@@ -121,19 +123,20 @@ class GroupStart:
         count = self.num_members
         ranges = split_envs(count, min(count, self._max_processes or usable_cores()))
         try:
-            relayed = bool(relay_children(ranges))  # progress rows: see shmenv.pooled_relay
+            relayed_to = relay_children(ranges, self._relay_fanout)
+            # Progress rows for a relaying group: see shmenv.pooled_relay.
             self._block = SharedBlock.create(BlockLayout(
                 count, self._config.options.obs_shape,
-                num_workers=len(ranges) if relayed else 0))
+                num_workers=len(ranges) if relayed_to else 0))
             self._pool = _new_pool(self._block, self._config, self.seeds, ranges,
-                                   spin_budget(self._spin_us, len(ranges)))
+                                   spin_budget(self._spin_us, len(ranges)), relayed_to)
             # Detached in a forked child (see WorkerPool.forked_away): its exit leaves the
             # parent's pool running.
             self._finalizer = self._pool.finalize(self, _release_all, self._pool.conns,
                                                   self._pool.processes, [self._block])
             self._pool.launch(self._context, name="shmenv-Workers-{index}")
             frames = GroupFrames(self._pool, ranges, self._members.states,
-                                 self._block.progress if relayed else None)
+                                 self._block.progress if relayed_to else None)
             self._commands = MemberCommands(self._pool, frames, self._members,
                                             list(self._block.obs), self._timeout)
         except BaseException as exc:

@@ -223,3 +223,23 @@ def test_process_0_relays_to_every_other_process_up_to_the_fanout():
     most = split_envs(64, 1 + DEFAULT_RELAY_FANOUT)
     assert [child for child, _, _ in relay_children(most)] == list(range(1, len(most)))
     assert relay_children(split_envs(64, 2 + DEFAULT_RELAY_FANOUT)) == ()
+
+
+def test_relay_fanout_0_sends_a_message_per_process():
+    workers = counter_workers(4, WorkerGroup(num_processes=2, relay_fanout=0))
+    assert [int(r[1]) for r in step_all(workers, [1, 2, 3, 0])] == [5, 6, 7, 4]
+    assert frames_of(workers).relayed_frames == 0
+    close_all(workers)
+    for wrong in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="relay_fanout"):
+            WorkerGroup(relay_fanout=wrong)
+
+
+def test_bench_measures_the_drop_in_without_the_relay_on_request():
+    from shmenv.benchmarks import contenders, throughput
+
+    (direct,) = throughput.select("dropin-direct")
+    assert direct.kwargs == {"relay_fanout": 0} and not direct.default
+    result = contenders.measure_dropin("Breakout", 4, seconds=0.3, warmup=0.1, seed=47,
+                                       relay_fanout=0)
+    assert result["env_steps"] > 0 and result["env_steps"] % 4 == 0

@@ -118,12 +118,18 @@ def measure_pipe(game: str, num_envs: int, seconds: float, warmup: float, seed: 
     return _measure_workers(Worker, game, num_envs, seconds, warmup, seed)
 
 
-def measure_dropin(game: str, num_envs: int, seconds: float, warmup: float, seed: int) -> dict:
+def measure_dropin(game: str, num_envs: int, seconds: float, warmup: float, seed: int,
+                   relay_fanout: int | None = None) -> dict:
     """The same trainer loop with only the import changed: ``shmenv.Worker`` (Workers
-    created together share one block and a process per core)."""
-    from shmenv import Worker
+    created together share one block and a process per core). ``relay_fanout``: the
+    group's (None: the default; 0: a message per pool process, no relay)."""
+    from shmenv import Worker, WorkerGroup
 
-    return _measure_workers(Worker, game, num_envs, seconds, warmup, seed)
+    if relay_fanout is None:
+        return _measure_workers(Worker, game, num_envs, seconds, warmup, seed)
+    group = WorkerGroup(relay_fanout=relay_fanout)
+    return _measure_workers(partial(Worker, group=group), game, num_envs, seconds, warmup,
+                            seed)
 
 
 def _measure_workers(worker_class: Any, game: str, num_envs: int, seconds: float,

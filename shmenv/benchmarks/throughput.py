@@ -57,6 +57,9 @@ CONTENDERS: tuple[Contender, ...] = (
               {"async_batch": True, "cpu_affinity": True}, default=False),
     # The drop-in (``--drop-in``): the Pipe baseline's own loop with shmenv.Worker.
     Contender("dropin", "shmenv Worker (drop-in)", "measure_dropin", default=False),
+    # The same with a message per pool process instead of one relayed message per step.
+    Contender("dropin-direct", "shmenv Worker, no relay", "measure_dropin",
+              {"relay_fanout": 0}, default=False),
 )
 NAMES = tuple(c.name for c in CONTENDERS)
 ASYNC_PINNING = ("shmenv", "shmenv-async", "shmenv-pinned", "shmenv-async-pinned")
