@@ -8,7 +8,8 @@ for all of them. Why: the main then writes one frame, sleeps once and reads one 
 step, as ``shmenv.make`` does; with a frame per process it wakes once per process, and on
 this VM each wake-up is tens of µs on the step's critical path (docs/migration.md has the
 figures: a few percent of the step rate). The tree is one level deep: process 0 relays to at most
-:data:`~shmenv.planning.DEFAULT_RELAY_FANOUT` others; larger groups send a frame per process.
+the group's ``relay_fanout`` others (default 8); larger groups, and ``relay_fanout=0``,
+send a frame per process.
 
 Failures stay per process, as the reference's stay per Worker:
 
